@@ -1,0 +1,140 @@
+"""Core commands: `serve` (envd), `validate`, `demo`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DEFAULT_AWM_DIR = Path(__file__).resolve().parents[4] / "shared" / "awm" / "mini_library"
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(validate)
+    app.command()(demo)
+
+
+def serve(
+    bundles: Annotated[list[Path], typer.Argument(help="Bundle directories, or directories of bundles.")],
+    port: Annotated[int, typer.Option(help="gRPC port (0 picks a free one).")] = 50051,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 inside containers.")] = "127.0.0.1",
+    max_sessions: Annotated[int, typer.Option(help="Sessions this process may hold.")] = 4096,
+    idle_ttl: Annotated[float, typer.Option(help="Close sessions idle this many seconds (0: never).")] = 600.0,
+    call_timeout: Annotated[float, typer.Option(help="Default per-tool-call timeout in seconds.")] = 10.0,
+    workers: Annotated[int, typer.Option(help="Threads executing session work.")] = 8,
+    verifier_workers: Annotated[int, typer.Option(help="Sandboxed verifier processes.")] = 2,
+    mcp_port: Annotated[int | None, typer.Option(help="Also serve MCP Streamable HTTP on this port.")] = None,
+) -> None:
+    """Run envd: host many isolated sessions of the given environments behind gRPC."""
+    import asyncio
+    import logging
+    import signal
+
+    from agentworld.bundle import BundleError, find_bundles, load_bundle
+    from agentworld.runtime import EnvRuntime, RuntimeConfig
+    from agentworld.runtime.errors import EnvError
+    from agentworld.transport import grpc_server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        loaded = [load_bundle(p) for p in find_bundles(bundles)]
+        if not loaded:
+            raise BundleError(f"no bundles found in {', '.join(map(str, bundles))}")
+        config = RuntimeConfig(
+            max_sessions=max_sessions, idle_ttl_s=idle_ttl, call_timeout_s=call_timeout,
+            call_workers=workers, verifier_workers=verifier_workers,
+        )
+        runtime = EnvRuntime(loaded, config)
+    except (BundleError, EnvError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if mcp_port is not None:
+            from agentworld.transport.mcp_server import serve_mcp
+
+            loop.create_task(serve_mcp(runtime, host, mcp_port))
+
+        def ready(bound: int) -> None:
+            envs = ", ".join(e.env_id for e in runtime.envs())
+            print(f"envd listening on {host}:{bound} ({len(loaded)} environments: {envs})", flush=True)
+
+        await grpc_server.serve(runtime, host, port, on_ready=ready, stop=stop)
+
+    asyncio.run(main())
+
+
+def validate(
+    bundles: Annotated[list[Path], typer.Argument(help="Bundle directories, or directories of bundles.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report instead of a table.")] = False,
+) -> None:
+    """Prove bundles work: schema, seed, app, tools, reference solutions and discriminating verifiers."""
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from agentworld.bundle import BundleError, find_bundles
+    from agentworld.validate import validate_paths
+
+    console = Console(stderr=as_json)
+    try:
+        paths = find_bundles(bundles)
+    except BundleError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    reports = []
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task("validating", total=len(paths))
+        for path in paths:
+            reports.extend(validate_paths([path]))
+            progress.advance(bar)
+    if as_json:
+        json.dump([r.to_dict() for r in reports], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        table = Table(title="agentworld validate")
+        for column in ("environment", "tools", "tables", "tasks ok", "result", "problems"):
+            table.add_column(column)
+        for r in reports:
+            ok_tasks = sum(t.ok for t in r.tasks)
+            problems = "\n".join(r.all_problems()[:5])
+            table.add_row(r.env_id, str(r.tools), str(r.tables), f"{ok_tasks}/{len(r.tasks)}",
+                          "[green]valid[/green]" if r.ok else "[red]INVALID[/red]", problems)
+        console.print(table)
+        failed = sum(not r.ok for r in reports)
+        console.print(f"{len(reports) - failed}/{len(reports)} valid")
+    if any(not r.ok for r in reports):
+        raise typer.Exit(1)
+
+
+def demo(
+    awm_dir: Annotated[Path, typer.Option(help="AWM-format scenario to import.")] = DEFAULT_AWM_DIR,
+    envs: Annotated[int, typer.Option(help="Offline-generated environments for the second part.")] = 20,
+    seed: Annotated[int, typer.Option(help="Offline generator seed.")] = 0,
+) -> None:
+    """Import an AWM scenario, serve it, replay every reference solution through the client, and verify."""
+    import tempfile
+
+    from rich.console import Console
+
+    from agentworld.demo import run_awm_demo
+
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="agentworld-demo-") as tmp:
+        ok = run_awm_demo(awm_dir, Path(tmp), console)
+        try:
+            from agentworld.synth.demo import run_demo as run_offline_demo
+        except ImportError:
+            run_offline_demo = None
+        if run_offline_demo is not None and envs > 0:
+            ok = run_offline_demo(n_envs=envs, seed=seed, console=console) and ok
+    if not ok:
+        raise typer.Exit(1)

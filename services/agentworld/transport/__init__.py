@@ -1,0 +1,1 @@
+"""Transports: thin edges (gRPC, MCP) over the one runtime core."""

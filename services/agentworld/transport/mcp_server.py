@@ -1,0 +1,301 @@
+"""MCP (Streamable HTTP, the official `mcp` SDK) in front of environment sessions, as AWM serves its environments.
+
+Routes of the ASGI app `build_mcp_app(target)`; `target` is an EnvRuntime (envd), a gRPC address or
+AsyncEnvClient (the gateway), or any `McpBackend`:
+
+- `/sessions/{session_id}/mcp`   MCP endpoint bound to an existing session (any number of MCP connections may share
+                                 it, e.g. AWM's agent opens one per call).
+- `/envs/{env_id}/mcp[?task_id=]` MCP endpoint that opens a fresh session per MCP connection (on its first request)
+                                 and closes it when the client ends the MCP session (DELETE).
+- `GET /envs`, `POST /envs/{env_id}/sessions` ({"task_id"}), `POST /sessions/{id}/verify` ({"final_answer"}),
+  `DELETE /sessions/{id}`, `GET /healthz`: the plain-HTTP rest of an episode (create, verify, close).
+
+Tool errors (the environment's own 4xx/5xx, unknown tools, arguments failing the schema, a lost session) come back
+as results with `isError: true`, so an agent sees them; malformed MCP requests get JSON-RPC errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import mcp_types as types
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from mcp.server.lowlevel import Server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.exceptions import MCPError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from agentworld.transport.mcp_backend import BackendError, McpBackend, as_backend
+
+log = logging.getLogger(__name__)
+
+MCP_METHODS = ["GET", "POST", "DELETE"]
+_HTTP_STATUS = {"not_found": 404, "invalid_argument": 400, "unavailable": 503, "exhausted": 429, "failed": 409}
+
+
+class _SessionBinder:
+    """Which environment session each request talks to: from the path, or one per MCP session on /envs/..."""
+
+    def __init__(self, backend: McpBackend) -> None:
+        self.backend = backend
+        self._bound: dict[str, str] = {}  # Mcp-Session-Id -> env session id
+        self._lock = asyncio.Lock()
+
+    async def session_for(self, request: Request | None) -> str:
+        if request is None:
+            raise MCPError(types.INVALID_REQUEST, "agentworld MCP is served over Streamable HTTP only")
+        params = request.path_params
+        if "session_id" in params:
+            return params["session_id"]
+        mcp_session = request.headers.get("mcp-session-id")
+        if not mcp_session:
+            raise MCPError(
+                types.INVALID_REQUEST,
+                "no Mcp-Session-Id: /envs/{env_id}/mcp needs a stateful MCP session; or create a session with "
+                "POST /envs/{env_id}/sessions and use /sessions/{session_id}/mcp",
+            )
+        async with self._lock:
+            session_id = self._bound.get(mcp_session)
+            if session_id is None:
+                try:
+                    session_id = await self.backend.create_session(
+                        params["env_id"], request.query_params.get("task_id") or None
+                    )
+                except BackendError as exc:
+                    raise MCPError(types.INVALID_PARAMS, exc.message) from exc
+                self._bound[mcp_session] = session_id
+            return session_id
+
+    async def release(self, mcp_session: str | None) -> None:
+        if not mcp_session:
+            return
+        async with self._lock:
+            session_id = self._bound.pop(mcp_session, None)
+        if session_id is not None:
+            with contextlib.suppress(BackendError):
+                await self.backend.close_session(session_id)
+
+    async def release_all(self) -> None:
+        for mcp_session in list(self._bound):
+            await self.release(mcp_session)
+
+
+def _tool_error(message: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+
+
+def build_mcp_server(backend: McpBackend, binder: _SessionBinder) -> Server[Any]:
+    """The low-level MCP server: tools/list and tools/call on the request's session."""
+
+    async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        session_id = await binder.session_for(ctx.request)
+        try:
+            tools = await backend.list_tools(session_id)
+        except BackendError as exc:
+            code = types.INVALID_PARAMS if exc.kind in ("not_found", "invalid_argument") else types.INTERNAL_ERROR
+            raise MCPError(code, exc.message) from exc
+        return types.ListToolsResult(
+            tools=[
+                types.Tool(name=t["name"], description=t.get("description") or None,
+                           input_schema=t.get("input_schema") or {"type": "object", "properties": {}})
+                for t in tools
+            ]
+        )
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        session_id = await binder.session_for(ctx.request)
+        try:
+            outcome = await backend.call_tool(session_id, params.name, dict(params.arguments or {}))
+        except BackendError as exc:
+            return _tool_error(exc.message)
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=outcome.content)], is_error=outcome.is_error
+        )
+
+    return Server(
+        "agentworld",
+        version="1",
+        instructions="Tools of an agentworld environment session. Call one tool at a time.",
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
+
+
+@dataclass
+class _McpEndpoint:
+    """ASGI endpoint forwarding to the SDK's session manager; ends bound sessions when the client deletes its MCP
+    session."""
+
+    manager: StreamableHTTPSessionManager
+    binder: _SessionBinder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "env_id" in scope.get("path_params", {}):
+            headers = dict(scope.get("headers") or [])
+            version = headers.get(b"mcp-protocol-version", b"").decode("latin-1")
+            if version and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+                # The session-less (modern) era has no connection to hang a fresh env session on: refuse it, and
+                # the SDK's auto-negotiating clients fall back to the initialize handshake (a stateful session).
+                error = {"jsonrpc": "2.0", "id": None, "error": {
+                    "code": types.INVALID_REQUEST,
+                    "message": f"/envs/.../mcp needs a stateful MCP session (protocol {version} is session-less); "
+                               "use the initialize handshake, or POST /envs/{env_id}/sessions and /sessions/{id}/mcp",
+                }}
+                await JSONResponse(error, status_code=400)(scope, receive, send)
+                return
+            if scope["method"] == "DELETE":
+                mcp_session = headers.get(b"mcp-session-id", b"").decode() or None
+                await self.manager.handle_request(scope, receive, send)
+                await self.binder.release(mcp_session)
+                return
+        await self.manager.handle_request(scope, receive, send)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BackendError("invalid_argument", f"request body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BackendError("invalid_argument", "request body must be a JSON object")
+    return body
+
+
+def _error_response(exc: BackendError) -> JSONResponse:
+    return JSONResponse({"error": exc.kind, "message": exc.message}, status_code=_HTTP_STATUS.get(exc.kind, 500))
+
+
+def build_mcp_app(
+    target: Any, *, session_idle_timeout_s: float | None = 600.0, max_mcp_sessions: int | None = 10_000
+) -> Starlette:
+    """The ASGI app (see the module docstring). `target`: EnvRuntime, gRPC address, AsyncEnvClient or McpBackend."""
+    backend = as_backend(target)
+    binder = _SessionBinder(backend)
+    server = build_mcp_server(backend, binder)
+    manager = StreamableHTTPSessionManager(
+        server, session_idle_timeout=session_idle_timeout_s, max_sessions=max_mcp_sessions
+    )
+    endpoint = _McpEndpoint(manager, binder)
+
+    async def list_envs(request: Request) -> Response:
+        try:
+            envs = await backend.list_envs()
+        except BackendError as exc:
+            return _error_response(exc)
+        return JSONResponse([{"env_id": e.env_id, "title": e.title, "description": e.description,
+                              "tasks": e.tasks, "mcp_path": f"/envs/{e.env_id}/mcp"} for e in envs])
+
+    async def create_session(request: Request) -> Response:
+        try:
+            body = await _json_body(request)
+            session_id = await backend.create_session(request.path_params["env_id"], body.get("task_id") or None)
+        except BackendError as exc:
+            return _error_response(exc)
+        return JSONResponse({"session_id": session_id, "mcp_path": f"/sessions/{session_id}/mcp"}, status_code=201)
+
+    async def verify(request: Request) -> Response:
+        try:
+            body = await _json_body(request)
+            verdict = await backend.verify(request.path_params["session_id"], body.get("final_answer"))
+        except BackendError as exc:
+            return _error_response(exc)
+        return JSONResponse(verdict)
+
+    async def close_session(request: Request) -> Response:
+        try:
+            await backend.close_session(request.path_params["session_id"])
+        except BackendError as exc:
+            return _error_response(exc)
+        return Response(status_code=204)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with manager.run():
+            try:
+                yield
+            finally:
+                await binder.release_all()
+                await backend.aclose()
+
+    return Starlette(
+        routes=[
+            Route("/sessions/{session_id}/mcp", endpoint=endpoint, methods=MCP_METHODS),
+            Route("/envs/{env_id}/mcp", endpoint=endpoint, methods=MCP_METHODS),
+            Route("/envs", endpoint=list_envs, methods=["GET"]),
+            Route("/envs/{env_id}/sessions", endpoint=create_session, methods=["POST"]),
+            Route("/sessions/{session_id}/verify", endpoint=verify, methods=["POST"]),
+            Route("/sessions/{session_id}", endpoint=close_session, methods=["DELETE"]),
+            Route("/healthz", endpoint=healthz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+class McpServerHandle:
+    """A running MCP HTTP server (uvicorn in a daemon thread with its own event loop)."""
+
+    def __init__(self, server: Any, thread: threading.Thread) -> None:
+        self._server = server
+        self.thread = thread
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port=0)."""
+        return self._server.servers[0].sockets[0].getsockname()[1]
+
+    def wait(self) -> None:
+        self.thread.join()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._server.should_exit = True
+        self.thread.join(timeout)
+
+
+def serve_mcp(target: Any, host: str = "127.0.0.1", port: int = 8765, *, block: bool = False,
+              startup_timeout_s: float = 15.0) -> McpServerHandle:
+    """Serve `build_mcp_app(target)` on host:port. Returns once listening (or serves until stopped if `block`)."""
+    import uvicorn
+
+    app = build_mcp_app(target)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
+    server = uvicorn.Server(config)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.run()
+        except BaseException as exc:  # surfaced to the caller below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=f"mcp-http-{port}", daemon=True)
+    thread.start()
+    handle = McpServerHandle(server, thread)
+    waited = 0.0
+    while not server.started:
+        if failure or not thread.is_alive():
+            raise OSError(f"MCP server on {host}:{port} failed to start: {failure[0] if failure else 'exited'}")
+        if waited > startup_timeout_s:
+            server.should_exit = True
+            raise TimeoutError(f"MCP server on {host}:{port} did not start within {startup_timeout_s:.0f} s")
+        threading.Event().wait(0.02)
+        waited += 0.02
+    if block:
+        handle.wait()
+    return handle
