@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from agentworld.bundle import Bundle, BundleError, compute_content_hash, load_bundle
+from agentworld.bundle.awm_import import reads_wall_clock
 from agentworld.runtime import EnvRuntime, RuntimeConfig
 from agentworld.runtime.errors import EnvError
-
-WALL_CLOCK = re.compile(r"current_(timestamp|date|time)\b|'now'", re.IGNORECASE)
-
 
 @dataclass
 class TaskCheck:
@@ -64,7 +62,7 @@ def validate_bundle(bundle: Bundle, verifier_pool=None) -> ValidationReport:
     report = ValidationReport(env_id=bundle.env_id, path=str(bundle.path or ""))
     if bundle.path is not None and bundle.manifest.content_hash != compute_content_hash(bundle):
         report.problems.append("env.json content_hash does not match the files (edited after it was written?)")
-    if WALL_CLOCK.search(bundle.seed_sql):
+    if reads_wall_clock(bundle.seed_sql):
         report.problems.append("seed.sql uses a wall-clock function (CURRENT_TIMESTAMP, 'now'): seeds must be fixed")
     config = RuntimeConfig(idle_ttl_s=0, call_workers=1, verifier_workers=1)
     try:
@@ -130,7 +128,8 @@ def _short(details: dict) -> str:
     return text if len(text) <= 300 else text[:300] + "…"
 
 
-def validate_paths(paths: Iterable[Path]) -> list[ValidationReport]:
+def validate_paths(paths: Iterable[Path], on_report: Callable[[ValidationReport], None] | None = None,
+                   ) -> list[ValidationReport]:
     """Validate bundles on disk with one shared verifier pool; unreadable bundles become failed reports."""
     from agentworld.runtime.sandbox import VerifierPool
 
@@ -138,9 +137,10 @@ def validate_paths(paths: Iterable[Path]) -> list[ValidationReport]:
     with VerifierPool(workers=1) as pool:
         for path in paths:
             try:
-                bundle = load_bundle(path)
+                report = validate_bundle(load_bundle(path), verifier_pool=pool)
             except BundleError as exc:
-                reports.append(ValidationReport(env_id=Path(path).name, path=str(path), problems=[str(exc)]))
-                continue
-            reports.append(validate_bundle(bundle, verifier_pool=pool))
+                report = ValidationReport(env_id=Path(path).name, path=str(path), problems=[str(exc)])
+            reports.append(report)
+            if on_report:
+                on_report(report)
     return reports

@@ -121,7 +121,8 @@ def verify_hogs_memory(initial_db_path, final_db_path, final_answer=None):
 '''
 
 
-def toy_bundle(out_dir: Path) -> Path:
+def toy_bundle(out_dir: Path, *, evil_verifiers: bool = True, **overrides: str) -> Path:
+    """Write the toy bundle; `overrides` replace files' text (schema_sql, seed_sql, app_py, verifiers_py)."""
     tasks = [
         Task(id="add", instruction="Add a note titled poem with 4 stars.", kind="mutation", verifier="verify_add",
              solution=[ToolCall(tool="add_note", arguments={"title": "poem", "stars": 4})]),
@@ -131,8 +132,11 @@ def toy_bundle(out_dir: Path) -> Path:
         Task(id="evil_socket", instruction="-", kind="mutation", verifier="verify_opens_socket"),
         Task(id="evil_memory", instruction="-", kind="mutation", verifier="verify_hogs_memory"),
     ]
+    if not evil_verifiers:
+        tasks = tasks[:2]
     manifest = EnvManifest(id="toy_notes", title="Toy Notes API", description="Notes with tools that misbehave.",
                            provenance={"source": "test"})
     manifest.counts.tables, manifest.counts.tools, manifest.counts.tasks = 1, 7, len(tasks)
-    bundle = Bundle(manifest=manifest, schema_sql=SCHEMA, seed_sql=SEED, app_py=APP, tasks=tasks, verifiers_py=VERIFIERS)
+    files = {"schema_sql": SCHEMA, "seed_sql": SEED, "app_py": APP, "verifiers_py": VERIFIERS, **overrides}
+    bundle = Bundle(manifest=manifest, tasks=tasks, **files)
     return write_bundle(bundle, out_dir)

@@ -90,12 +90,9 @@ def validate(
     except BundleError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    reports = []
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task("validating", total=len(paths))
-        for path in paths:
-            reports.extend(validate_paths([path]))
-            progress.advance(bar)
+        reports = validate_paths(paths, on_report=lambda _: progress.advance(bar))
     if as_json:
         json.dump([r.to_dict() for r in reports], sys.stdout, indent=2)
         sys.stdout.write("\n")

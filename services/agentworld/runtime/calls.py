@@ -48,13 +48,11 @@ class CallExecutor:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="envd-call")
         self._local = threading.local()
 
-    def submit(self, lock: threading.Lock, handle: CallHandle, fn: Callable[[CallHandle], Any],
-               after: Callable[[Any], Any] | None = None) -> Future:
-        """Run fn(handle) holding `lock` (the session's), then after(result) without it."""
-        return self._pool.submit(self._run, lock, handle, fn, after)
+    def submit(self, lock: threading.Lock, handle: CallHandle, fn: Callable[[CallHandle], Any]) -> Future:
+        """Run fn(handle) on a pool thread while holding `lock` (the session's)."""
+        return self._pool.submit(self._run, lock, handle, fn)
 
-    def _run(self, lock: threading.Lock, handle: CallHandle, fn: Callable[[CallHandle], Any],
-             after: Callable[[Any], Any] | None) -> Any:
+    def _run(self, lock: threading.Lock, handle: CallHandle, fn: Callable[[CallHandle], Any]) -> Any:
         if not lock.acquire(timeout=LOCK_WAIT_S):
             raise FailedPrecondition("the session is busy with another call (or finishing a timed-out one); retry")
         try:
@@ -63,7 +61,7 @@ class CallExecutor:
                 handle.started = True
                 result = fn(handle)
             except CallAborted:
-                raise DeadlineExceeded("the call ran past its deadline and was stopped; its writes were rolled back")
+                raise DeadlineExceeded("the call ran past its deadline and was stopped; its writes were rolled back") from None
             finally:
                 with handle.guard:
                     handle.finished = True
@@ -75,7 +73,7 @@ class CallExecutor:
                             stale.close()
         finally:
             lock.release()
-        return after(result) if after else result
+        return result
 
     def run_coroutine(self, coro: Coroutine[Any, Any, Any], handle: CallHandle) -> Any:
         """Run a coroutine to completion on this worker thread's own event loop."""

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +44,6 @@ from agentworld.runtime.types import (
     ToolResult,
     Verdict,
 )
-
 
 MAX_ENDED_REMEMBERED = 100_000
 
@@ -87,7 +86,7 @@ class _Job:
     session: Session
     fn: Callable[[CallHandle], Any]
     timeout_s: float | None = None
-    after: Callable[[Any], Any] | None = None  # runs after the lock is released (e.g. the verifier)
+    after: Callable[[Any], Any] | None = None  # slow follow-up off the call threads (the verifier)
     handle: CallHandle = field(default_factory=CallHandle)
 
 
@@ -106,6 +105,9 @@ class EnvRuntime:
         self._ended: OrderedDict[str, str] = OrderedDict()  # recently ended session id -> why, for clear errors
         self._registry_lock = threading.Lock()
         self._executor = CallExecutor(self.config.call_workers)
+        # Verifications wait on sandbox processes; they get their own threads so tool calls never queue behind them.
+        self._side_executor = ThreadPoolExecutor(max_workers=2 * self.config.verifier_workers + 2,
+                                                 thread_name_prefix="envd-verify")
         self._verifiers = verifier_pool
         self._owns_verifiers = verifier_pool is None
         self._verifiers_lock = threading.Lock()
@@ -174,6 +176,9 @@ class EnvRuntime:
         if session is None:
             self._session(session_id)  # raises the precise error
         self._dispose(session, "closed")
+
+    async def aclose_session(self, session_id: str) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._side_executor, self.close_session, session_id)
 
     def _dispose(self, session: Session, why: str) -> None:
         session.closed = True
@@ -372,7 +377,7 @@ class EnvRuntime:
     # ---- running jobs ---------------------------------------------------------------------------
 
     def _submit(self, job: _Job) -> Future:
-        return self._executor.submit(job.session.lock, job.handle, job.fn, job.after)
+        return self._executor.submit(job.session.lock, job.handle, job.fn)
 
     def _timed_out(self, job: _Job) -> DeadlineExceeded:
         self._executor.abort(job.handle)
@@ -383,16 +388,20 @@ class EnvRuntime:
     def _run(self, job: _Job) -> Any:
         future = self._submit(job)
         try:
-            return future.result(timeout=job.timeout_s)
+            result = future.result(timeout=job.timeout_s)
         except FutureTimeout:
             raise self._timed_out(job) from None
+        return job.after(result) if job.after else result
 
     async def _arun(self, job: _Job) -> Any:
         future = asyncio.wrap_future(self._submit(job))
         try:
-            return await asyncio.wait_for(future, timeout=job.timeout_s)
+            result = await asyncio.wait_for(future, timeout=job.timeout_s)
         except TimeoutError:
             raise self._timed_out(job) from None
+        if job.after is None:
+            return result
+        return await asyncio.get_running_loop().run_in_executor(self._side_executor, job.after, result)
 
     def call_tool(self, session_id: str, name: str, arguments: dict[str, Any] | str | None = None,
                   timeout_s: float | None = None) -> ToolResult:
@@ -460,6 +469,7 @@ class EnvRuntime:
         for session in sessions:
             self._dispose(session, "closed at server shutdown")
         self._executor.shutdown()
+        self._side_executor.shutdown(wait=False, cancel_futures=True)
         if self._verifiers is not None and self._owns_verifiers:
             self._verifiers.close()
 

@@ -148,7 +148,7 @@ class EnvServicer(env_pb2_grpc.EnvServiceServicer):
 
     @_mapped
     async def CloseSession(self, request, context):
-        self.rt.close_session(request.session_id)
+        await self.rt.aclose_session(request.session_id)
         return env_pb2.CloseSessionResponse()
 
     @_mapped
