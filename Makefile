@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROTO_SRC := proto/agentworld/v1/env.proto
 PROTO_OUT := services/agentworld/v1/env_pb2.py
 
-.PHONY: install proto test lint demo bench infra clean
+.PHONY: install proto test lint demo bench infra clean k8s-bins test-k8s bench-k8s
 
 install: $(BIN)/agentworld
 
@@ -38,6 +38,32 @@ demo: install proto
 
 bench: install proto
 	$(BIN)/python bench/runtime.py
+
+# Container images (tests/docker): a Python base made from Debian packages (no registry), the runtime, and one small
+# image per environment. BUNDLES=dir builds those; without it the offline default set is synthesised first.
+BUNDLES ?=
+ENVS_N ?= 20
+.PHONY: base-image build-envs bench-images
+base-image: install proto
+	bash tests/infra/install-docker.sh
+	$(BIN)/agentworld images base
+
+build-envs: base-image
+	@if [ -z "$(BUNDLES)" ]; then $(BIN)/agentworld synth --out build/envs --n $(ENVS_N) --resume; fi
+	$(BIN)/agentworld images build $(or $(BUNDLES),build/envs) $(if $(PUSH),--push $(PUSH))
+
+bench-images: base-image
+	$(BIN)/python bench/images.py
+
+# Kubernetes: binaries built from Go modules (cached), tests on a real API server, the 10,000-pod kwok benchmark.
+k8s-bins:
+	bash tests/infra/install-k8s.sh
+
+test-k8s: install proto k8s-bins
+	$(BIN)/pytest -q -ra tests/k8s
+
+bench-k8s: install proto k8s-bins
+	$(BIN)/python bench/k8s_scale.py
 
 clean:
 	rm -rf $(VENV) services/agentworld/v1 build *.egg-info services/*.egg-info .pytest_cache

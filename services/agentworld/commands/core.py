@@ -25,7 +25,7 @@ def serve(
     max_sessions: Annotated[int, typer.Option(help="Sessions this process may hold.")] = 4096,
     idle_ttl: Annotated[float, typer.Option(help="Close sessions idle this many seconds (0: never).")] = 600.0,
     call_timeout: Annotated[float, typer.Option(help="Default per-tool-call timeout in seconds.")] = 10.0,
-    workers: Annotated[int, typer.Option(help="Threads executing session work.")] = 8,
+    workers: Annotated[int, typer.Option(help="Threads running tool calls.")] = 4,
     verifier_workers: Annotated[int, typer.Option(help="Sandboxed verifier processes.")] = 2,
     mcp_port: Annotated[int | None, typer.Option(help="Also serve MCP Streamable HTTP on this port.")] = None,
 ) -> None:
@@ -35,10 +35,12 @@ def serve(
     import signal
 
     from agentworld.bundle import BundleError, find_bundles, load_bundle
+    from agentworld.lifecycle import die_with_parent
     from agentworld.runtime import EnvRuntime, RuntimeConfig
     from agentworld.runtime.errors import EnvError
     from agentworld.transport import grpc_server
 
+    die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         loaded = [load_bundle(p) for p in find_bundles(bundles)]

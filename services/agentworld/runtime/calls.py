@@ -69,6 +69,10 @@ class CallExecutor:
                     _set_async_exc(handle.thread_id, None)  # drop an abort that has not fired yet
                     stale, self._local.loop = getattr(self._local, "loop", None), None
                     if stale is not None:  # the loop may have been interrupted mid-step: start afresh
+                        with contextlib.suppress(BaseException):
+                            if handle.task is not None and not handle.task.done():
+                                handle.task.cancel()  # let the coroutine unwind before its loop goes
+                                stale.run_until_complete(asyncio.wait([handle.task], timeout=1.0))
                         with contextlib.suppress(Exception):
                             stale.close()
         finally:

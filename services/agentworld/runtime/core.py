@@ -88,6 +88,15 @@ class _Job:
     timeout_s: float | None = None
     after: Callable[[Any], Any] | None = None  # slow follow-up off the call threads (the verifier)
     handle: CallHandle = field(default_factory=CallHandle)
+    # Bounded work (copying database images) may run right on an asyncio edge's loop when the session is free,
+    # skipping the hop to a pool thread; tool calls (the environment's own code) never do.
+    inline: bool = True
+
+    def call(self, handle: CallHandle) -> Any:
+        """Run fn; called with the session's lock held, so a session closed meanwhile is seen here."""
+        if self.session.closed:
+            raise FailedPrecondition(f"session {self.session.session_id!r} was closed; create a new session")
+        return self.fn(handle)
 
 
 class EnvRuntime:
@@ -239,7 +248,7 @@ class EnvRuntime:
             self._counters["tool_errors"] += not keep
             return ToolResult(not keep, content, status, (time.perf_counter() - started) * 1000)
 
-        return _Job(session, run, timeout_s or self.config.call_timeout_s)
+        return _Job(session, run, timeout_s or self.config.call_timeout_s, inline=False)
 
     def _parse_arguments(self, arguments: dict[str, Any] | str | None) -> dict[str, Any]:
         if arguments is None or arguments == "":
@@ -377,7 +386,7 @@ class EnvRuntime:
     # ---- running jobs ---------------------------------------------------------------------------
 
     def _submit(self, job: _Job) -> Future:
-        return self._executor.submit(job.session.lock, job.handle, job.fn)
+        return self._executor.submit(job.session.lock, job.handle, job.call)
 
     def _timed_out(self, job: _Job) -> DeadlineExceeded:
         self._executor.abort(job.handle)
@@ -394,11 +403,17 @@ class EnvRuntime:
         return job.after(result) if job.after else result
 
     async def _arun(self, job: _Job) -> Any:
-        future = asyncio.wrap_future(self._submit(job))
-        try:
-            result = await asyncio.wait_for(future, timeout=job.timeout_s)
-        except TimeoutError:
-            raise self._timed_out(job) from None
+        if job.inline and job.session.lock.acquire(blocking=False):
+            try:
+                result = job.call(job.handle)
+            finally:
+                job.session.lock.release()
+        else:
+            future = asyncio.wrap_future(self._submit(job))
+            try:
+                result = await asyncio.wait_for(future, timeout=job.timeout_s)
+            except TimeoutError:
+                raise self._timed_out(job) from None
         if job.after is None:
             return result
         return await asyncio.get_running_loop().run_in_executor(self._side_executor, job.after, result)

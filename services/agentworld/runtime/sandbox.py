@@ -11,6 +11,7 @@ job knows the random name of, and removes it afterwards. Thread-safe: `run()` ta
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
@@ -152,13 +153,35 @@ class _Zygote:
         self.kill()
 
 
+SCRATCH_PREFIX = "agentworld-verify-"
+
+
 def _scratch_root() -> Path:
     """tmpfs when there is one: the per-job database copies never touch a disk."""
     shm = Path("/dev/shm")
-    base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
-    root = Path(tempfile.mkdtemp(prefix="agentworld-verify-", dir=base))
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else Path(tempfile.gettempdir())
+    _sweep_stale(base)
+    root = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=base))
     root.chmod(0o711)  # traversable by the sandbox uid, not listable: job dirs are found only by their random name
     return root
+
+
+def _sweep_stale(base: Path) -> None:
+    """Remove scratch roots left by pools whose process died without close() (e.g. a SIGTERMed server)."""
+    for path in base.glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = path.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        for job_dir in path.iterdir() if path.is_dir() else ():
+            _chmod_quiet(job_dir, 0o700)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _chmod_quiet(path: Path, mode: int) -> None:
+    try:
+        path.chmod(mode)
+    except OSError:
+        pass
 
 
 class VerifierPool:
@@ -176,6 +199,7 @@ class VerifierPool:
         self._idle: queue.Queue[_Zygote | None] = queue.Queue()
         self._all: list[_Zygote] = []
         self._root = _scratch_root()
+        atexit.register(self.close)  # a clean interpreter exit removes the scratch root; SIGKILL is swept later
         self.replaced = 0
         started = [_Zygote(isolate_network, drop_privileges) for _ in range(workers)]
         try:
@@ -233,7 +257,10 @@ class VerifierPool:
         for z in zygotes:
             self._idle.put(None)  # wake waiters
             z.close()
+        for job_dir in self._root.iterdir() if self._root.is_dir() else ():
+            _chmod_quiet(job_dir, 0o700)
         shutil.rmtree(self._root, ignore_errors=True)
+        atexit.unregister(self.close)
 
     def __enter__(self) -> VerifierPool:
         return self
@@ -300,8 +327,5 @@ class VerifierPool:
 
     @staticmethod
     def _remove_job_dir(job_dir: Path) -> None:
-        try:
-            job_dir.chmod(0o700)
-        except OSError:
-            pass
+        _chmod_quiet(job_dir, 0o700)
         shutil.rmtree(job_dir, ignore_errors=True)

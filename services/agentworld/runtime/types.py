@@ -15,7 +15,7 @@ class RuntimeConfig:
     call_timeout_s: float = 10.0  # default per-call timeout
     max_arguments_bytes: int = 1 << 20
     max_snapshots: int = 10_000
-    call_workers: int = 8  # threads that execute session work
+    call_workers: int = 4  # threads running tool calls: more only adds contention for the GIL
     verifier_workers: int = 2
     verifier_cpu_s: int = 20
     verifier_memory_mb: int = 512

@@ -21,15 +21,17 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import mcp_types as types
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -47,9 +49,10 @@ _HTTP_STATUS = {"not_found": 404, "invalid_argument": 400, "unavailable": 503, "
 class _SessionBinder:
     """Which environment session each request talks to: from the path, or one per MCP session on /envs/..."""
 
-    def __init__(self, backend: McpBackend) -> None:
+    def __init__(self, backend: McpBackend, idle_timeout_s: float | None = None) -> None:
         self.backend = backend
-        self._bound: dict[str, str] = {}  # Mcp-Session-Id -> env session id
+        self.idle_timeout_s = idle_timeout_s
+        self._bound: dict[str, tuple[str, float]] = {}  # Mcp-Session-Id -> (env session id, last used)
         self._lock = asyncio.Lock()
 
     async def session_for(self, request: Request | None) -> str:
@@ -65,26 +68,40 @@ class _SessionBinder:
                 "no Mcp-Session-Id: /envs/{env_id}/mcp needs a stateful MCP session; or create a session with "
                 "POST /envs/{env_id}/sessions and use /sessions/{session_id}/mcp",
             )
+        now = time.monotonic()
         async with self._lock:
-            session_id = self._bound.get(mcp_session)
-            if session_id is None:
+            bound = self._bound.get(mcp_session)
+            if bound is None:
+                await self._expire(now)
                 try:
                     session_id = await self.backend.create_session(
                         params["env_id"], request.query_params.get("task_id") or None
                     )
                 except BackendError as exc:
                     raise MCPError(types.INVALID_PARAMS, exc.message) from exc
-                self._bound[mcp_session] = session_id
+            else:
+                session_id = bound[0]
+            self._bound[mcp_session] = (session_id, now)
             return session_id
+
+    async def _expire(self, now: float) -> None:
+        """Forget MCP sessions idle past the SDK's idle timeout (it has dropped them) and close their env sessions."""
+        if self.idle_timeout_s is None:
+            return
+        stale = [k for k, (_, used) in self._bound.items() if now - used > self.idle_timeout_s]
+        for key in stale:
+            session_id, _ = self._bound.pop(key)
+            with contextlib.suppress(BackendError):
+                await self.backend.close_session(session_id)
 
     async def release(self, mcp_session: str | None) -> None:
         if not mcp_session:
             return
         async with self._lock:
-            session_id = self._bound.pop(mcp_session, None)
-        if session_id is not None:
+            bound = self._bound.pop(mcp_session, None)
+        if bound is not None:
             with contextlib.suppress(BackendError):
-                await self.backend.close_session(session_id)
+                await self.backend.close_session(bound[0])
 
     async def release_all(self) -> None:
         for mcp_session in list(self._bound):
@@ -156,8 +173,8 @@ class _McpEndpoint:
                 return
             if scope["method"] == "DELETE":
                 mcp_session = headers.get(b"mcp-session-id", b"").decode() or None
+                await self.binder.release(mcp_session)  # before answering, so the client sees it closed
                 await self.manager.handle_request(scope, receive, send)
-                await self.binder.release(mcp_session)
                 return
         await self.manager.handle_request(scope, receive, send)
 
@@ -179,15 +196,34 @@ def _error_response(exc: BackendError) -> JSONResponse:
     return JSONResponse({"error": exc.kind, "message": exc.message}, status_code=_HTTP_STATUS.get(exc.kind, 500))
 
 
+def _security(host: str | None) -> TransportSecuritySettings | None:
+    """DNS-rebinding protection when bound to loopback (as the SDK's own apps do); none for other interfaces."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
+        allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+    )
+
+
 def build_mcp_app(
-    target: Any, *, session_idle_timeout_s: float | None = 600.0, max_mcp_sessions: int | None = 10_000
+    target: Any,
+    *,
+    host: str | None = None,
+    session_idle_timeout_s: float | None = 600.0,
+    max_mcp_sessions: int | None = 10_000,
 ) -> Starlette:
-    """The ASGI app (see the module docstring). `target`: EnvRuntime, gRPC address, AsyncEnvClient or McpBackend."""
+    """The ASGI app (see the module docstring). `target`: EnvRuntime, gRPC address, AsyncEnvClient or McpBackend.
+
+    `host`: the interface it will be served on (loopback turns on DNS-rebinding protection).
+    """
     backend = as_backend(target)
-    binder = _SessionBinder(backend)
+    binder = _SessionBinder(backend, session_idle_timeout_s)
     server = build_mcp_server(backend, binder)
     manager = StreamableHTTPSessionManager(
-        server, session_idle_timeout=session_idle_timeout_s, max_sessions=max_mcp_sessions
+        server, session_idle_timeout=session_idle_timeout_s, max_sessions=max_mcp_sessions,
+        security_settings=_security(host),
     )
     endpoint = _McpEndpoint(manager, binder)
 
@@ -248,6 +284,48 @@ def build_mcp_app(
     )
 
 
+class _Server:
+    """uvicorn without its signal handling: the process that embeds us (envd, the CLI) owns SIGINT/SIGTERM."""
+
+    @staticmethod
+    def make(target: Any, host: str, port: int, **app_options: Any) -> Any:
+        import uvicorn
+
+        class QuietServer(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self):  # noqa: ANN202 - uvicorn's hook
+                yield
+
+        config = uvicorn.Config(build_mcp_app(target, host=host, **app_options), host=host, port=port, log_level="warning", lifespan="on",
+                                access_log=False)
+        return QuietServer(config)
+
+
+def bound_port(server: Any) -> int:
+    return server.servers[0].sockets[0].getsockname()[1]
+
+
+async def serve_mcp(target: Any, host: str = "127.0.0.1", port: int = 8765,
+                    on_ready: Callable[[int], None] | None = None) -> None:
+    """Serve MCP on host:port until cancelled, then shut it down gracefully.
+
+    envd runs it beside its gRPC server: `loop.create_task(serve_mcp(runtime, host, mcp_port))`. The HTTP server
+    runs on its own thread and event loop, so a busy MCP client never stalls the gRPC loop and the embedding
+    process's shutdown (which cancels every task) cannot tear uvicorn apart mid-way.
+    """
+    handle = await asyncio.to_thread(serve_mcp_in_thread, target, host, port)
+    if on_ready is not None:
+        on_ready(handle.port)
+    try:
+        while handle.thread.is_alive():
+            await asyncio.sleep(0.5)
+        raise RuntimeError(f"the MCP server on {host}:{port} stopped unexpectedly")
+    finally:
+        handle._server.should_exit = True
+        with contextlib.suppress(BaseException):
+            await asyncio.to_thread(handle.stop)
+
+
 class McpServerHandle:
     """A running MCP HTTP server (uvicorn in a daemon thread with its own event loop)."""
 
@@ -258,44 +336,47 @@ class McpServerHandle:
     @property
     def port(self) -> int:
         """The bound port (useful with port=0)."""
-        return self._server.servers[0].sockets[0].getsockname()[1]
+        return bound_port(self._server)
 
     def wait(self) -> None:
-        self.thread.join()
+        while self.thread.is_alive():
+            self.thread.join(0.5)  # a timed join keeps Ctrl-C deliverable
 
     def stop(self, timeout: float = 10.0) -> None:
         self._server.should_exit = True
         self.thread.join(timeout)
 
+    def __enter__(self) -> McpServerHandle:
+        return self
 
-def serve_mcp(target: Any, host: str = "127.0.0.1", port: int = 8765, *, block: bool = False,
-              startup_timeout_s: float = 15.0) -> McpServerHandle:
-    """Serve `build_mcp_app(target)` on host:port. Returns once listening (or serves until stopped if `block`)."""
-    import uvicorn
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
-    app = build_mcp_app(target)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
-    server = uvicorn.Server(config)
+
+def serve_mcp_in_thread(target: Any, host: str = "127.0.0.1", port: int = 8765,
+                        startup_timeout_s: float = 15.0, **app_options: Any) -> McpServerHandle:
+    """Serve MCP on a daemon thread; returns once listening (tests, `agentworld mcp`, embedding in sync code).
+
+    `app_options` go to `build_mcp_app` (session_idle_timeout_s, max_mcp_sessions).
+    """
+    server = _Server.make(target, host, port, **app_options)
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
             server.run()
-        except BaseException as exc:  # surfaced to the caller below
+        except BaseException as exc:  # noqa: BLE001 - surfaced to the caller below (uvicorn exits on bind errors)
             failure.append(exc)
 
     thread = threading.Thread(target=run, name=f"mcp-http-{port}", daemon=True)
     thread.start()
-    handle = McpServerHandle(server, thread)
-    waited = 0.0
+    deadline = time.monotonic() + startup_timeout_s
     while not server.started:
         if failure or not thread.is_alive():
-            raise OSError(f"MCP server on {host}:{port} failed to start: {failure[0] if failure else 'exited'}")
-        if waited > startup_timeout_s:
+            detail = f"{type(failure[0]).__name__}: {failure[0]}" if failure else "exited"
+            raise OSError(f"MCP server on {host}:{port} failed to start ({detail}; is the port in use?)")
+        if time.monotonic() > deadline:
             server.should_exit = True
             raise TimeoutError(f"MCP server on {host}:{port} did not start within {startup_timeout_s:.0f} s")
-        threading.Event().wait(0.02)
-        waited += 0.02
-    if block:
-        handle.wait()
-    return handle
+        time.sleep(0.02)
+    return McpServerHandle(server, thread)

@@ -1,0 +1,3 @@
+from agentworld_controller.main import main
+
+main()

@@ -1,0 +1,62 @@
+"""The trainer-facing client for envd and the gateway (`agentworld.v1.EnvService`).
+
+    from agentworld.client import EnvClient
+
+    with EnvClient("localhost:50051") as client:
+        env = client.list_envs()[0]
+        task = env.tasks[0]
+        with client.create_session(env.env_id, task.task_id) as session:
+            print([t["name"] for t in session.tools])
+            result = session.call_tool("search_books", {"query": "dune"})
+            print(result.is_error, result.json())
+            verdict = session.verify(final_answer="...")
+            print(verdict.outcome, verdict.reward)
+        group = client.create_group(env.env_id, task.task_id, 8)  # 8 identical starting states (GRPO)
+        group.close()
+
+`AsyncEnvClient` has the same surface with `await` (`await session.tools`, `async with`). Read-only calls are
+retried on UNAVAILABLE (50/100/200 ms); calls that change state are not. Failures raise typed subclasses of
+`agentworld.client.errors.EnvClientError` carrying `.code` and the server's message.
+"""
+
+from __future__ import annotations
+
+from .aio import AsyncEnvClient, AsyncSession, AsyncSessionGroup
+from .errors import (
+    ClientClosedError,
+    DeadlineExceededError,
+    EnvClientError,
+    EnvNotFound,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from .sync import EnvClient, Session, SessionGroup
+from .types import EnvInfo, SessionInfo, Snapshot, Stats, TaskInfo, ToolResult, Verdict
+
+__all__ = [
+    "AsyncEnvClient",
+    "AsyncSession",
+    "AsyncSessionGroup",
+    "ClientClosedError",
+    "DeadlineExceededError",
+    "EnvClient",
+    "EnvClientError",
+    "EnvInfo",
+    "EnvNotFound",
+    "FailedPreconditionError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "ResourceExhaustedError",
+    "Session",
+    "SessionGroup",
+    "SessionInfo",
+    "Snapshot",
+    "Stats",
+    "TaskInfo",
+    "ToolResult",
+    "UnavailableError",
+    "Verdict",
+]

@@ -1,0 +1,103 @@
+"""Typed client errors: one class per gRPC status code the contract uses, each carrying `.code` and the server's message.
+
+Catch `EnvClientError` for everything; catch a subclass to react to one condition (e.g. `ResourceExhaustedError`
+to back off when a server is at its session limit).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class EnvClientError(Exception):
+    """Base class: a call failed. `.code` is the gRPC status code, `.message` the server's explanation."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None, method: str | None = None) -> None:
+        if code is not None:
+            self.code = code
+        self.message = message
+        self.method = method
+        where = f"{method}: " if method else ""
+        super().__init__(f"{where}{self.code.name}: {message}")
+
+
+class NotFoundError(EnvClientError):
+    """Unknown environment, session, task, tool or snapshot."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+EnvNotFound = NotFoundError  # the name trainers reach for first
+
+
+class InvalidArgumentError(EnvClientError):
+    """The request is malformed: bad JSON, arguments failing the tool's schema (the message names the field)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class ResourceExhaustedError(EnvClientError):
+    """A server limit was reached (sessions per process, payload size): back off or go elsewhere."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class DeadlineExceededError(EnvClientError):
+    """A tool call (or the RPC itself) ran past its deadline; the server rolled that call's writes back."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class FailedPreconditionError(EnvClientError):
+    """The session cannot take this call now (closed, or stuck in a runaway call)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class UnavailableError(EnvClientError):
+    """The server (or the backend holding this session) cannot be reached; the message names a lost session."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class ClientClosedError(EnvClientError):
+    """The client was closed before this call."""
+
+    code = grpc.StatusCode.CANCELLED
+
+
+_BY_CODE: dict[grpc.StatusCode, type[EnvClientError]] = {
+    cls.code: cls
+    for cls in (
+        NotFoundError,
+        InvalidArgumentError,
+        ResourceExhaustedError,
+        DeadlineExceededError,
+        FailedPreconditionError,
+        UnavailableError,
+    )
+}
+
+
+def from_rpc_error(err: grpc.RpcError, method: str | None = None) -> EnvClientError:
+    """The typed exception for a failed RPC (works for sync `grpc.RpcError` and `grpc.aio.AioRpcError`)."""
+    code = err.code() if callable(getattr(err, "code", None)) else grpc.StatusCode.UNKNOWN
+    details = err.details() if callable(getattr(err, "details", None)) else str(err)
+    cls = _BY_CODE.get(code, EnvClientError)
+    return cls(details or code.name, code=code, method=method)
+
+
+__all__ = [
+    "ClientClosedError",
+    "DeadlineExceededError",
+    "EnvClientError",
+    "EnvNotFound",
+    "FailedPreconditionError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "ResourceExhaustedError",
+    "UnavailableError",
+    "from_rpc_error",
+]

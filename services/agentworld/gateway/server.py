@@ -1,0 +1,177 @@
+"""Running a gateway: the grpc.aio server (EnvService + health + reflection), its backend sources, and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from agentworld.client._channel import MAX_MESSAGE_BYTES
+
+from .conn import SERVICE
+from .core import Gateway
+from .service import GatewayService
+from .sources import BackendSource
+
+log = logging.getLogger("agentworld.gateway")
+
+
+async def serve(
+    gateway: Gateway,
+    sources: Sequence[BackendSource],
+    host: str = "127.0.0.1",
+    port: int = 50050,
+    on_ready: Callable[[int], None] | None = None,
+    stop: asyncio.Event | None = None,
+    ready_timeout_s: float = 300.0,
+) -> None:
+    """Serve until `stop` is set or a source fails; then stop taking calls, release every source, close backends."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    server.add_generic_rpc_handlers((GatewayService(gateway).handler(),))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind the gateway to {host}:{port}")
+    stop = stop or asyncio.Event()
+    readies = [asyncio.Event() for _ in sources]
+    tasks = [asyncio.ensure_future(src.run(gateway, ev)) for src, ev in zip(sources, readies, strict=True)]
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await server.start()
+        await _wait_ready(tasks, readies, stopper, ready_timeout_s)
+        if stop.is_set():
+            return
+        gateway.start_monitor()
+        for name in ("", SERVICE):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if on_ready:
+            on_ready(bound)
+        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for name in ("", SERVICE):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.stop(grace=1.0)
+        await gateway.stop_monitor()  # backends are about to go away on purpose
+        stopper.cancel()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:  # sources release what they own (processes, containers, watches)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await gateway.close()
+
+
+async def _wait_ready(
+    tasks: list[asyncio.Future[Any]], readies: list[asyncio.Event], stopper: asyncio.Future[Any], timeout_s: float
+) -> None:
+    waits = [asyncio.ensure_future(ev.wait()) for ev in readies]
+    try:
+        pending = set(waits)
+        async with asyncio.timeout(timeout_s):
+            while pending:
+                done, _ = await asyncio.wait([*pending, *tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+                if stopper in done:
+                    return
+                for task in tasks:
+                    if task in done:  # a source ended before it was ready: it failed
+                        exc = task.exception()
+                        raise exc if exc is not None else RuntimeError("a backend source stopped before it was ready")
+                pending -= done
+    except TimeoutError:
+        raise TimeoutError(f"backends not ready after {timeout_s:.0f}s") from None
+    finally:
+        for w in waits:
+            w.cancel()
+
+
+@dataclass
+class RunningGateway:
+    """A gateway on a background thread with its own event loop (tests, `agentworld up` in-process use)."""
+
+    gateway: Gateway
+    port: int
+    host: str
+    _loop: asyncio.AbstractEventLoop
+    _stop: asyncio.Event
+    _thread: threading.Thread
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` (or await the coroutine it returns) on the gateway's loop; for tests and admin actions."""
+
+        async def run() -> Any:
+            result = fn()
+            return await result if asyncio.iscoroutine(result) else result
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=30)
+
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=30)
+
+    def __enter__(self) -> RunningGateway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_in_thread(
+    gateway: Gateway, sources: Sequence[BackendSource], host: str = "127.0.0.1", port: int = 0, timeout_s: float = 300.0
+) -> RunningGateway:
+    """Start a gateway on a thread; returns once its backends are in and it accepts calls."""
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    def main() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        stop = asyncio.Event()
+        holder.update(loop=loop, stop=stop)
+
+        def on_ready(bound: int) -> None:
+            holder["port"] = bound
+            ready.set()
+
+        try:
+            loop.run_until_complete(serve(gateway, sources, host, port, on_ready=on_ready, stop=stop))
+        except BaseException as exc:
+            holder["error"] = exc
+            ready.set()
+            if "port" in holder:
+                log.exception("gateway stopped with an error")
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=main, name="agentworld-gateway", daemon=True)
+    thread.start()
+    ready.wait(timeout=timeout_s)
+    if "error" in holder:
+        raise holder["error"]
+    if "port" not in holder:
+        raise TimeoutError(f"gateway did not start within {timeout_s:.0f}s")
+    return RunningGateway(gateway, holder["port"], host, holder["loop"], holder["stop"], thread)

@@ -1,0 +1,190 @@
+"""EnvService served by the gateway: places sessions on backends and forwards each call, as raw bytes, to the
+backend that holds the session."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.protobuf.message import DecodeError
+
+from agentworld.v1 import env_pb2 as pb
+
+from .conn import SERVICE
+from .core import Gateway
+from .registry import Backend, NoBackendError
+
+# Requests bound to one session (all carry `session_id` as field 1), forwarded untouched.
+_ROUTED: dict[str, Any] = {
+    "ListTools": pb.ListToolsRequest,
+    "CallTool": pb.CallToolRequest,
+    "Reset": pb.ResetRequest,
+    "Snapshot": pb.SnapshotRequest,
+    "Restore": pb.RestoreRequest,
+    "Verify": pb.VerifyRequest,
+    "GetStateHash": pb.GetStateHashRequest,
+}
+_GONE = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
+
+Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
+
+
+class GatewayService:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self.reg = gateway.registry
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    @staticmethod
+    async def _parse(cls: Any, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return cls.FromString(raw)
+        except DecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {cls.__name__}: {exc}")
+            raise AssertionError("unreachable") from exc
+
+    async def _backend_for(self, session_id: str, context: grpc.aio.ServicerContext) -> Backend:
+        backend = self.reg.sessions.get(session_id)
+        if backend is not None and backend.alive:
+            return backend
+        if session_id in self.reg.lost:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"session {session_id} was lost: {self.reg.lost[session_id]}")
+        if not session_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "session_id is required")
+        await context.abort(
+            grpc.StatusCode.NOT_FOUND,
+            f"unknown session {session_id!r} (never created through this gateway, or already closed)",
+        )
+        raise AssertionError("unreachable")
+
+    async def _forward(
+        self, backend: Backend, method: str, raw: bytes, context: grpc.aio.ServicerContext, session_id: str
+    ) -> bytes:
+        try:
+            return await backend.conn.raw[method](raw, timeout=context.time_remaining())
+        except grpc.aio.AioRpcError as exc:
+            # Removed while the call was in flight (its channel closed: CANCELLED), or unreachable now.
+            lost = not backend.alive or (exc.code() == grpc.StatusCode.UNAVAILABLE and await self.gw.confirm_dead(backend))
+            if lost:
+                why = self.reg.lost.get(session_id, f"backend {backend.name} ({backend.address}) is gone")
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"session {session_id} was lost: {why}")
+            if exc.code() in _GONE and f"session {session_id!r}" in (exc.details() or ""):
+                self.reg.unbind(session_id)  # the backend dropped or closed it (idle TTL): forget it here too
+            await context.abort(exc.code(), exc.details() or exc.code().name)
+            raise AssertionError("unreachable") from exc
+
+    def _place(self, session: pb.SessionInfo, backend: Backend) -> None:
+        if self.gw.direct:
+            # The client talks to the backend from now on (we never see its close): count it, do not map it.
+            session.backend_address = backend.address
+            backend.reported_active += 1
+        else:
+            self.reg.bind(session.session_id, backend)
+
+    # -- handlers --------------------------------------------------------------------------------------------
+    def routed(self, method: str) -> Handler:
+        request_cls = _ROUTED[method]
+
+        async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            session_id = (await self._parse(request_cls, raw, context)).session_id
+            backend = await self._backend_for(session_id, context)
+            return await self._forward(backend, method, raw, context, session_id)
+
+        return handle
+
+    async def create_session(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        request = await self._parse(pb.CreateSessionRequest, raw, context)
+        try:
+            candidates = self.reg.candidates(request.env_id)
+        except NoBackendError as exc:
+            await context.abort(exc.code, str(exc))
+            raise AssertionError("unreachable") from exc
+        failures: list[str] = []
+        exhausted = True
+        for backend in candidates:  # least loaded first; spill over when one is full or unreachable
+            backend.pending += 1
+            try:
+                reply = await backend.conn.raw["CreateSession"](raw, timeout=context.time_remaining())
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code() if backend.alive else grpc.StatusCode.UNAVAILABLE  # removed mid-call
+                if code == grpc.StatusCode.FAILED_PRECONDITION:  # shutting down: no more sessions there
+                    backend.reported_draining = True
+                elif code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                    await context.abort(code, exc.details() or code.name)
+                exhausted &= code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                failures.append(f"{backend.name}: {code.name} {exc.details()}")
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    await self.gw.confirm_dead(backend)
+                continue
+            finally:
+                backend.pending -= 1
+            response = pb.CreateSessionResponse.FromString(reply)
+            self._place(response.session, backend)
+            return response.SerializeToString() if self.gw.direct else reply
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED if exhausted else grpc.StatusCode.UNAVAILABLE
+        await context.abort(code, f"no backend could create a {request.env_id!r} session: " + "; ".join(failures))
+        raise AssertionError("unreachable")
+
+    async def fork(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        session_id = (await self._parse(pb.ForkRequest, raw, context)).session_id
+        backend = await self._backend_for(session_id, context)
+        reply = await self._forward(backend, "Fork", raw, context, session_id)
+        response = pb.ForkResponse.FromString(reply)
+        for child in response.sessions:  # children live where the parent's state is
+            self._place(child, backend)
+        return response.SerializeToString() if self.gw.direct else reply
+
+    async def close_session(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        session_id = (await self._parse(pb.CloseSessionRequest, raw, context)).session_id
+        if self.reg.lost.pop(session_id, None) is not None:  # nothing left to close
+            return b""
+        backend = await self._backend_for(session_id, context)
+        try:
+            reply = await backend.conn.raw["CloseSession"](raw, timeout=context.time_remaining())
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _GONE:
+                self.reg.unbind(session_id)
+            elif exc.code() == grpc.StatusCode.UNAVAILABLE and await self.gw.confirm_dead(backend):
+                self.reg.lost.pop(session_id, None)
+                return b""
+            await context.abort(exc.code(), exc.details() or exc.code().name)
+            raise AssertionError("unreachable") from exc
+        self.reg.unbind(session_id)
+        return reply
+
+    async def list_envs(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return pb.ListEnvsResponse(envs=self.reg.envs()).SerializeToString()
+
+    async def get_stats(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """Totals over live backends (their last health-check figures; session counts as the gateway sees them)."""
+        out = pb.GetStatsResponse()
+        env_ids: set[str] = set()
+        for backend in self.reg.live():
+            stats = backend.stats
+            out.active_sessions += backend.load
+            out.max_sessions += backend.max_sessions
+            if stats is not None:
+                out.tool_calls += stats.tool_calls
+                out.tool_errors += stats.tool_errors
+                out.sessions_created += stats.sessions_created
+                out.sessions_expired += stats.sessions_expired
+                out.rss_bytes += stats.rss_bytes
+            env_ids |= backend.env_ids
+        out.env_ids.extend(sorted(env_ids))
+        return out.SerializeToString()
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        handlers: dict[str, Handler] = {m: self.routed(m) for m in _ROUTED}
+        handlers.update(
+            CreateSession=self.create_session,
+            Fork=self.fork,
+            CloseSession=self.close_session,
+            ListEnvs=self.list_envs,
+            GetStats=self.get_stats,
+        )
+        # No (de)serializers: handlers take and return the wire bytes, so forwarded payloads are never re-encoded.
+        return grpc.method_handlers_generic_handler(
+            SERVICE, {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in handlers.items()}
+        )

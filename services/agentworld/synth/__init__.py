@@ -1,0 +1,1 @@
+"""Environment synthesis: the offline generator (default backend) and the LLM pipeline (`pipeline`)."""
