@@ -19,6 +19,7 @@ from agentworld.bundle.awm_import import reads_wall_clock
 from agentworld.runtime import EnvRuntime, RuntimeConfig
 from agentworld.runtime.errors import EnvError
 
+
 @dataclass
 class TaskCheck:
     task_id: str

@@ -30,10 +30,15 @@ def synth(
 
     console = Console()
     if llm is not None:
+        from agentworld.llm.errors import LLMError
         from agentworld.synth.pipeline import run_llm_pipeline  # lazy: the offline path never imports LLM SDKs
 
         stage_list = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
-        report = run_llm_pipeline(llm=llm, n=n, out=out, stages=stage_list, resume=resume, seed=seed)
+        try:
+            report = run_llm_pipeline(llm=llm, n=n, out=out, stages=stage_list, resume=resume, seed=seed)
+        except LLMError as exc:
+            console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
+            raise typer.Exit(2) from None
         if getattr(report, "ok", True) is False:
             raise typer.Exit(1)
         return

@@ -110,7 +110,8 @@ def _tar_context(files: dict[str, bytes]) -> io.BytesIO:
 
 # Client-side dependencies envd never imports (cluster, image building, LLM SDKs, synthesis): left out of the image
 # to keep it small and its build fast. The CLI keeps their imports inside command functions.
-IMAGE_EXCLUDED = frozenset({"kubernetes", "docker", "anthropic", "openai", "faker"})
+# kubernetes stays: the chart runs the gateway (--backend kubernetes) and the controller from this image.
+IMAGE_EXCLUDED = frozenset({"docker", "anthropic", "openai", "faker"})
 
 
 def _runtime_requirements() -> list[str]:
@@ -170,8 +171,9 @@ def prepare_wheels(ctx: Path, log: Callable[[str], None] = print) -> None:
         for name in ("pyproject.toml", "README.md", "LICENSE"):
             if (root / name).is_file():
                 shutil.copy2(root / name, dst / name)
-        shutil.copytree(root / "services", dst / "services",
-                        ignore=shutil.ignore_patterns("*.egg-info", "__pycache__", "*.pyc"))
+        for source_root in ("services", "controller"):  # both packages: agentworld and agentworld_controller
+            shutil.copytree(root / source_root, dst / source_root,
+                            ignore=shutil.ignore_patterns("*.egg-info", "__pycache__", "*.pyc"))
         _pip("wheel", "-q", "--no-deps", "--wheel-dir", str(app), str(dst))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from agentworld.synth.compose import build_scenario, plan_scenarios
 
 REPORT_NAME = "synth-report.json"
+TASKS_PER_WORKER = 64
 
 
 @dataclass
@@ -185,13 +186,19 @@ def synthesize(n: int, seed: int = 0, out: Path | None = None, workers: int | No
         # fork: workers inherit the imported modules, and callers' scripts need no __main__ guard. The parent's
         # threads (a rich progress refresher) hold no lock the workers need: they never touch the console.
         ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=_warm) as pool:
-            futures = {pool.submit(generate_one, seed, i, attempts[i], out_s, validate): i for i in todo}
-            for fut in as_completed(futures):
-                i = futures[fut]
-                results[i] = fut.result()
-                if on_result:
-                    on_result(results[i])
+        _warm()  # once here, so every (re)forked worker starts warm
+        # Validating keeps ~4 MB per environment alive in a worker (loaded apps are not fully freed), so workers
+        # are recycled every TASKS_PER_WORKER environments to bound memory on 1,000+ environment runs.
+        chunk = min(workers, len(todo)) * TASKS_PER_WORKER
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            with ProcessPoolExecutor(max_workers=min(workers, len(part)), mp_context=ctx) as pool:
+                futures = {pool.submit(generate_one, seed, i, attempts[i], out_s, validate): i for i in part}
+                for fut in as_completed(futures):
+                    i = futures[fut]
+                    results[i] = fut.result()
+                    if on_result:
+                        on_result(results[i])
     report = SynthReport(seed=seed, n=n, out=str(out or ""), results=[results[i] for i in range(n)],
                          wall_s=time.perf_counter() - started, workers=workers)
     if out is not None:
