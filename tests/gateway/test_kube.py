@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import subprocess
 import sys
 import time
@@ -132,7 +133,7 @@ def test_pods_of_envpools_become_backends(kube: tuple[Any, Any, Path], gw_bundle
             e.stop()
 
 
-def test_gateway_command_as_the_chart_runs_it(kube: tuple[Any, Any, Path], envd_address: str) -> None:
+def test_gateway_command_as_the_chart_runs_it(kube: tuple[Any, Any, Path], envd_address: str, tmp_path: Path) -> None:
     """`agentworld gateway --backend kubernetes --port=N`, namespace from AGENTWORLD_K8S_NAMESPACE (the chart's)."""
     _, core, kubeconfig = kube
     ns = "gw-chart"
@@ -140,14 +141,18 @@ def test_gateway_command_as_the_chart_runs_it(kube: tuple[Any, Any, Path], envd_
     _wait("default service account", lambda: bool(core.list_namespaced_service_account(ns).items))
     core.create_namespaced_pod(ns, _pod("envd-shared", envd_address))
     env = {**os.environ, "AGENTWORLD_K8S_NAMESPACE": ns, "KUBECONFIG": str(kubeconfig)}
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "agentworld"), "gateway", "--backend", "kubernetes", "--port=0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
+    stderr = tmp_path / "gateway.stderr"
+    with stderr.open("w") as err:  # a file, not a pipe: a chatty child must never block on a full pipe
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "agentworld"), "gateway", "--backend", "kubernetes", "--port=0"],
+            stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+        )
     try:
         assert proc.stdout is not None
-        match = re.search(r"gateway listening on (\S+)", proc.stdout.readline())
-        assert match, proc.stderr.read() if proc.stderr else ""
+        readable, _, _ = select.select([proc.stdout], [], [], 120)
+        line = proc.stdout.readline() if readable else ""
+        match = re.search(r"gateway listening on (\S+)", line)
+        assert match, f"gateway not listening after 120 s; stderr:\n{stderr.read_text()[-3000:]}"
         with EnvClient(match.group(1)) as client:
             _wait("pod discovered", lambda: client.get_stats().env_ids == [ENV], timeout_s=30)
             with client.create_session(ENV) as session:

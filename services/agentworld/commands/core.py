@@ -126,7 +126,7 @@ def demo(
 
     from agentworld.demo import run_awm_demo
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)  # readable tables in logs and CI too
     with tempfile.TemporaryDirectory(prefix="agentworld-demo-") as tmp:
         ok = run_awm_demo(awm_dir, Path(tmp), console)
         try:

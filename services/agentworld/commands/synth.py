@@ -18,7 +18,8 @@ def synth(
     out: Annotated[Path, typer.Option(help="Directory to write bundles into (one subdirectory per environment).")],
     n: Annotated[int, typer.Option(min=1, help="Number of environments.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives byte-identical bundles.")] = 0,
-    llm: Annotated[str | None, typer.Option(help="Use the LLM pipeline: PROVIDER:MODEL[@URL]. Default: offline.")] = None,
+    llm: Annotated[str | None, typer.Option(envvar="AGENTWORLD_LLM",
+                                                help="Use the LLM pipeline: PROVIDER:MODEL[@URL]. Default: offline.")] = None,
     stages: Annotated[str | None, typer.Option(help="LLM pipeline only: comma-separated stages to run.")] = None,
     resume: Annotated[bool, typer.Option(help="Skip environments already generated and validated in OUT.")] = False,
     workers: Annotated[int, typer.Option(help="Processes for generate+validate (default: CPU count).")] = 0,
@@ -31,12 +32,12 @@ def synth(
     console = Console()
     if llm is not None:
         from agentworld.llm.errors import LLMError
-        from agentworld.synth.pipeline import run_llm_pipeline  # lazy: the offline path never imports LLM SDKs
+        from agentworld.synth.pipeline import PipelineError, run_llm_pipeline  # lazy: offline never imports LLM SDKs
 
         stage_list = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
         try:
             report = run_llm_pipeline(llm=llm, n=n, out=out, stages=stage_list, resume=resume, seed=seed)
-        except LLMError as exc:
+        except (LLMError, PipelineError) as exc:
             console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
             raise typer.Exit(2) from None
         if getattr(report, "ok", True) is False:

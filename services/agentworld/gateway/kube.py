@@ -105,18 +105,22 @@ class KubernetesSource:
 
     def _watch_thread(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[tuple[str, Any]]) -> None:
         """Blocking list+watch (the kubernetes client is synchronous); events go to the loop through `queue`."""
-        from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
 
-        api = self._core_api()
+        def put(kind: str, obj: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, obj))
 
+        try:
+            from kubernetes import watch
+            from kubernetes.client.exceptions import ApiException
+
+            api = self._core_api()
+        except Exception as exc:  # e.g. no usable kubeconfig: fail the source loudly instead of never becoming ready
+            put("FAILED", exc)
+            return
         # The API methods themselves (not wrappers): Watch.stream reads their docstrings to type the events.
         lister, args = (
             (api.list_namespaced_pod, (self.namespace,)) if self.namespace else (api.list_pod_for_all_namespaces, ())
         )
-
-        def put(kind: str, obj: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, (kind, obj))
 
         while not self._stop.is_set():
             try:
@@ -190,6 +194,14 @@ class KubernetesSource:
             gateway.set_draining(known.address, pod_draining(pod) or not pod_ready(pod))
 
     async def run(self, gateway: Gateway, ready: asyncio.Event) -> None:
+        # Import the (lazily importing) kubernetes client here, once, before any other thread touches it:
+        # concurrent first imports of it deadlock in importlib.
+        import kubernetes.client.exceptions
+        import kubernetes.config
+        import kubernetes.watch  # noqa: F401
+
+        _ = kubernetes.client.CoreV1Api, kubernetes.client.ApiClient, kubernetes.config.load_kube_config  # lazy names
+
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         thread = threading.Thread(target=self._watch_thread, args=(loop, queue), name="k8s-pod-watch", daemon=True)
@@ -199,6 +211,8 @@ class KubernetesSource:
         try:
             while True:
                 kind, obj = await queue.get()
+                if kind == "FAILED":
+                    raise RuntimeError(f"cannot watch pods: {type(obj).__name__}: {obj}") from obj
                 if kind == "SYNC":  # a fresh listing: forget pods that vanished while we were not watching
                     present = {p.metadata.uid for p in obj}
                     for uid in [u for u in self._pods if u not in present]:

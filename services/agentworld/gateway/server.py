@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from agentworld.client._channel import MAX_MESSAGE_BYTES
+from agentworld.transport.background import BackgroundServer, start_in_thread
 
 from .conn import SERVICE
 from .core import Gateway
@@ -105,73 +105,19 @@ async def _wait_ready(
 
 
 @dataclass
-class RunningGateway:
+class RunningGateway(BackgroundServer):
     """A gateway on a background thread with its own event loop (tests, `agentworld up` in-process use)."""
 
-    gateway: Gateway
-    port: int
-    host: str
-    _loop: asyncio.AbstractEventLoop
-    _stop: asyncio.Event
-    _thread: threading.Thread
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn` (or await the coroutine it returns) on the gateway's loop; for tests and admin actions."""
-
-        async def run() -> Any:
-            result = fn()
-            return await result if asyncio.iscoroutine(result) else result
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=30)
-
-    def stop(self) -> None:
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=30)
-
-    def __enter__(self) -> RunningGateway:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    gateway: Gateway | None = None
 
 
 def serve_in_thread(
     gateway: Gateway, sources: Sequence[BackendSource], host: str = "127.0.0.1", port: int = 0, timeout_s: float = 300.0
 ) -> RunningGateway:
     """Start a gateway on a thread; returns once its backends are in and it accepts calls."""
-    ready = threading.Event()
-    holder: dict[str, Any] = {}
 
-    def main() -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        stop = asyncio.Event()
-        holder.update(loop=loop, stop=stop)
+    def run(on_ready: Callable[[int], None], stop: asyncio.Event) -> Awaitable[None]:
+        return serve(gateway, sources, host, port, on_ready=on_ready, stop=stop)
 
-        def on_ready(bound: int) -> None:
-            holder["port"] = bound
-            ready.set()
-
-        try:
-            loop.run_until_complete(serve(gateway, sources, host, port, on_ready=on_ready, stop=stop))
-        except BaseException as exc:
-            holder["error"] = exc
-            ready.set()
-            if "port" in holder:
-                log.exception("gateway stopped with an error")
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=main, name="agentworld-gateway", daemon=True)
-    thread.start()
-    ready.wait(timeout=timeout_s)
-    if "error" in holder:
-        raise holder["error"]
-    if "port" not in holder:
-        raise TimeoutError(f"gateway did not start within {timeout_s:.0f}s")
-    return RunningGateway(gateway, holder["port"], host, holder["loop"], holder["stop"], thread)
+    bound, loop, stop, thread = start_in_thread(run, host, "agentworld-gateway", timeout_s)
+    return RunningGateway(bound, host, loop, stop, thread, gateway=gateway)

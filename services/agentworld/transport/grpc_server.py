@@ -6,11 +6,9 @@ Thin by design: convert protobuf <-> runtime types and map runtime errors to sta
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from agentworld.runtime import EnvRuntime, SessionInfo
 from agentworld.runtime import errors as rt_errors
+from agentworld.transport.background import BackgroundServer, start_in_thread
 from agentworld.v1 import env_pb2, env_pb2_grpc
 
 log = logging.getLogger("agentworld.envd")
@@ -203,60 +202,17 @@ async def serve(runtime: EnvRuntime, host: str = "127.0.0.1", port: int = 50051,
 
 
 @dataclass
-class RunningServer:
-    """An envd running on a background thread (tests, benchmarks, the demo)."""
+class RunningServer(BackgroundServer):
+    """An envd on a background thread (tests, benchmarks, the demo)."""
 
-    runtime: EnvRuntime
-    port: int
-    host: str
-    _loop: asyncio.AbstractEventLoop
-    _stop: asyncio.Event
-    _thread: threading.Thread
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def stop(self) -> None:
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=10)
-
-    def __enter__(self) -> RunningServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    runtime: EnvRuntime | None = None
 
 
 def serve_in_thread(runtime: EnvRuntime, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
     """Start envd on a daemon thread with its own event loop; returns once it is accepting calls."""
-    ready = threading.Event()
-    holder: dict[str, Any] = {}
 
-    def main() -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        stop = asyncio.Event()
-        holder.update(loop=loop, stop=stop)
+    def run(on_ready: Callable[[int], None], stop: asyncio.Event) -> Awaitable[None]:
+        return serve(runtime, host, port, on_ready=on_ready, stop=stop)
 
-        def on_ready(bound: int) -> None:
-            holder["port"] = bound
-            ready.set()
-
-        try:
-            loop.run_until_complete(serve(runtime, host, port, on_ready=on_ready, stop=stop))
-        except BaseException as exc:  # surface bind errors to the caller
-            holder["error"] = exc
-            ready.set()
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=main, name="envd-grpc", daemon=True)
-    thread.start()
-    ready.wait(timeout=30)
-    if "error" in holder:
-        raise holder["error"]
-    if "port" not in holder:
-        raise TimeoutError("envd did not start within 30 s")
-    return RunningServer(runtime, holder["port"], host, holder["loop"], holder["stop"], thread)
+    bound, loop, stop, thread = start_in_thread(run, host, "envd-grpc", timeout_s=30)
+    return RunningServer(bound, host, loop, stop, thread, runtime=runtime)
