@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,7 @@ def test_second_build_skips_unchanged_and_rebuilds_changed(builder, bundle_dirs,
     assert all(r.skipped for r in first), "same bundles, same runtime: nothing to build"
 
     changed = load_bundle(dirs[2])
-    changed.manifest.title += " (edited)"
+    changed.manifest.title += f" (edited {uuid.uuid4().hex[:8]})"  # new content: no image of an earlier run matches
     write_bundle(changed, tmp_path / "envs")
     second = builder.build_all(dirs, progress=False)
     assert [r.skipped for r in second] == [True, True, False]
