@@ -50,15 +50,12 @@ def find_bin_dir() -> Path:
                           "build them with `bash tests/infra/install-k8s.sh`")
 
 
-def die_with_parent() -> None:
-    """Linux: SIGKILL the component if the Python process that started it dies (no orphaned control planes)."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def die_with_parent() -> list[str]:
+    """A command prefix that SIGKILLs the component when the process that started it dies (no orphaned control
+    planes): util-linux's setpriv sets PR_SET_PDEATHSIG and execs it. A `preexec_fn` could do the same, but Python
+    code between fork and exec crashes children of processes with gRPC threads (they abort in gRPC's fork handler)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 def free_port() -> int:
@@ -211,9 +208,9 @@ current-context: local
     def _spawn(self, name: str, args: list[str]) -> None:
         assert self.workdir
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
-        self.procs[name] = subprocess.Popen([self.bin(name), *args], stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True,
-                                            preexec_fn=die_with_parent)
+        self.procs[name] = subprocess.Popen([*die_with_parent(), self.bin(name), *args], stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
 
     def _check_alive(self) -> None:
         for name, p in self.procs.items():

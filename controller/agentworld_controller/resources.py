@@ -90,7 +90,8 @@ def pod_template(spec: PoolSpec) -> dict[str, Any]:
         },
         "terminationGracePeriodSeconds": 30,
         "containers": [_container(spec)],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+        # Session databases live in /tmp (envd's state directory): memory-backed, so they never touch a disk.
+        "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}}],
     }
     if spec.runtime_class_name:
         pod_spec["runtimeClassName"] = spec.runtime_class_name

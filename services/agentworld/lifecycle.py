@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 
 PARENT_PID_ENV = "AGENTWORLD_PARENT_PID"
@@ -29,3 +30,13 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != int(parent):  # the parent died before we asked
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def kill_and_wait(proc: subprocess.Popen, timeout_s: float) -> None:
+    """SIGKILL a child (if it still runs) and reap it, giving up after `timeout_s`."""
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        pass

@@ -8,6 +8,7 @@ session makes its verifier say `complete`, and on the untouched database every v
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -57,17 +58,18 @@ class ValidationReport:
         return data
 
 
-def validate_bundle(bundle: Bundle, verifier_pool=None) -> ValidationReport:
-    """Run every check on one bundle; never raises for a broken bundle, reports it instead."""
+def validate_bundle(bundle: Bundle, verifier_pool=None, sandbox=None) -> ValidationReport:
+    """Run every check on one bundle; never raises for a broken bundle, reports it instead. `verifier_pool` and
+    `sandbox` may be shared across bundles (each bundle still gets a zygote of its own)."""
     started = time.perf_counter()
     report = ValidationReport(env_id=bundle.env_id, path=str(bundle.path or ""))
     if bundle.path is not None and bundle.manifest.content_hash != compute_content_hash(bundle):
         report.problems.append("env.json content_hash does not match the files (edited after it was written?)")
     if reads_wall_clock(bundle.seed_sql):
         report.problems.append("seed.sql uses a wall-clock function (CURRENT_TIMESTAMP, 'now'): seeds must be fixed")
-    config = RuntimeConfig(idle_ttl_s=0, call_workers=1, verifier_workers=1)
+    config = RuntimeConfig(idle_ttl_s=0, workers=1, verifier_workers=1)
     try:
-        runtime = EnvRuntime([bundle], config, verifier_pool=verifier_pool)
+        runtime = EnvRuntime([bundle], config, verifier_pool=verifier_pool, sandbox=sandbox)
     except EnvError as exc:
         report.problems.append(str(exc))
         report.duration_ms = (time.perf_counter() - started) * 1000
@@ -131,14 +133,16 @@ def _short(details: dict) -> str:
 
 def validate_paths(paths: Iterable[Path], on_report: Callable[[ValidationReport], None] | None = None,
                    ) -> list[ValidationReport]:
-    """Validate bundles on disk with one shared verifier pool; unreadable bundles become failed reports."""
+    """Validate bundles on disk with one shared sandbox and verifier pool; unreadable bundles become failed reports."""
+    from agentworld.runtime.envcode.host import Sandbox
     from agentworld.runtime.sandbox import VerifierPool
 
     reports = []
-    with VerifierPool(workers=1) as pool:
+    sandbox = Sandbox()
+    with contextlib.closing(sandbox), VerifierPool(workers=1) as pool:
         for path in paths:
             try:
-                report = validate_bundle(load_bundle(path), verifier_pool=pool)
+                report = validate_bundle(load_bundle(path), verifier_pool=pool, sandbox=sandbox)
             except BundleError as exc:
                 report = ValidationReport(env_id=Path(path).name, path=str(path), problems=[str(exc)])
             reports.append(report)

@@ -103,6 +103,9 @@ def test_session_over_grpc_into_container(running, bundle_dirs):
                 assert not result.is_error, result.content
             verdict = session.verify()
             assert verdict.outcome == "complete" and verdict.reward == 1.0, verdict
+        # in the hardened container (non-root, no capabilities) the kernel layers that need no privileges hold
+        layers = client.get_stats().sandbox_layers
+        assert {"no_new_privs", "landlock", "seccomp", "rlimits"} <= set(layers), layers
     assert backend.crashes == []
 
 

@@ -182,7 +182,7 @@ def test_expired_session_is_forgotten(gw_bundle: Bundle) -> None:
     envd = envd_in_thread(EnvRuntime([gw_bundle], RuntimeConfig(idle_ttl_s=0.3)))
     running = serve_in_thread(Gateway(), [StaticSource([envd.address])])
     try:
-        with EnvClient(running.address) as client:
+        with EnvClient(running.address, lease=False) as client:  # idle TTL: for sessions no lease keeps alive
             session = client.create_session(ENV)
             deadline = time.monotonic() + 10
             while session.session_id in running.gateway.registry.sessions:
@@ -193,3 +193,27 @@ def test_expired_session_is_forgotten(gw_bundle: Bundle) -> None:
     finally:
         running.stop()
         envd.stop()
+
+
+def test_a_lease_is_renewed_on_every_backend_through_the_gateway(gw_bundle: Bundle) -> None:
+    """KeepAlive through a gateway reaches each backend holding the client's sessions; when the client goes,
+    every backend closes them."""
+    from agentworld.runtime import EnvRuntime, RuntimeConfig
+    from agentworld.transport.grpc_server import serve_in_thread as envd_in_thread
+    from tests.waiting import holds_for, wait_until
+
+    envds = [envd_in_thread(EnvRuntime([gw_bundle], RuntimeConfig(lease_ttl_s=1.0))) for _ in range(2)]
+    running = serve_in_thread(Gateway(), [StaticSource([e.address for e in envds])])
+    try:
+        with EnvClient(running.address) as observer:
+            client = EnvClient(running.address)
+            sessions = [client.create_session(ENV) for _ in range(6)]
+            assert {_backend_of(running, s.session_id) for s in sessions} == {e.address for e in envds}
+            holds_for(lambda: observer.get_stats().active_sessions == 6, "the client's 6 sessions", window_s=2.5)
+            client._stop.set()  # the client stops renewing, as a dead one would
+            wait_until(lambda: observer.get_stats().sessions_expired == 6, "both backends to reap the sessions")
+            client.close()
+    finally:
+        running.stop()
+        for e in envds:
+            e.stop()

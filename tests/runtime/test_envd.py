@@ -25,6 +25,7 @@ from agentworld.runtime import EnvRuntime, RuntimeConfig
 from agentworld.transport.grpc_server import serve_in_thread
 from agentworld.v1 import env_pb2, env_pb2_grpc
 from tests.runtime.toy_env import toy_bundle
+from tests.waiting import wait_until
 
 ENV = "library_lending_1"
 
@@ -282,14 +283,14 @@ def test_session_limit_is_resource_exhausted(tmp_path):
         c.create_session("toy_notes")
 
 
-def test_idle_sessions_expire(tmp_path):
+def test_idle_sessions_without_a_lease_expire(tmp_path):
     bundle = load_bundle(toy_bundle(tmp_path))
-    with serve_in_thread(EnvRuntime([bundle], RuntimeConfig(idle_ttl_s=0.3))) as server, EnvClient(server.address) as c:
+    with serve_in_thread(EnvRuntime([bundle], RuntimeConfig(idle_ttl_s=0.3))) as server, \
+            EnvClient(server.address, lease=False) as c:
         session = c.create_session("toy_notes")
-        time.sleep(1.0)
+        wait_until(lambda: c.get_stats().sessions_expired == 1, "the idle session to expire")
         with pytest.raises(FailedPreconditionError, match="idle"):
             session.call_tool("list_notes")
-        assert c.get_stats().sessions_expired == 1
 
 
 def test_health_and_reflection(envd_address):
@@ -318,14 +319,23 @@ def test_serve_cli_starts_and_answers(mini_library_bundle_dir: Path):
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "agentworld", "serve", str(mini_library_bundle_dir), "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "agentworld", "serve", str(mini_library_bundle_dir), "--port", "0",
+                             "--workers", "1", "--memory-budget", "10MiB", "--lease-ttl", "7"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        line = proc.stdout.readline()
-        assert "envd listening on 127.0.0.1:" in line, line
+        line, logged = "", []
+        for line in proc.stdout:  # the log (sandbox layers) comes first
+            logged.append(line)
+            if "envd listening" in line:
+                break
+        assert "envd listening on 127.0.0.1:" in line and "1 workers" in line, line
+        assert any("sandbox layers: " in entry for entry in logged), logged
         address = line.split(" on ")[1].split(" ")[0]
         with EnvClient(address) as c, c.create_session(ENV) as s:
             assert len(s.tools) == 21
+            s.call_tool("list_branches")
+            stats = c.get_stats()
+            assert stats.memory_budget_bytes == 10 << 20 and stats.workers == 1
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0

@@ -203,7 +203,7 @@ def test_concurrent_runs_from_8_threads(pool: VerifierPool) -> None:
 
 def test_job_dirs_removed_and_layers_reported(pool: VerifierPool) -> None:
     _ok(pool)
-    assert list(pool._root.iterdir()) == []
+    assert list((pool._root / "jobs").iterdir()) == []
     assert {"fresh_child", "rlimits", "audit_hook", "readonly_db_copies"} <= set(pool.layers)
     if os.geteuid() == 0:  # root can create a network namespace and drop to nobody
         assert {"netns", "uid_drop"} <= set(pool.layers), pool.layers
@@ -253,3 +253,97 @@ def test_scratch_left_by_a_dead_pool_is_swept(pool: VerifierPool) -> None:
         assert not stale.exists()
         assert fresh._root.name.startswith(f"agentworld-verify-{os.getpid()}-")
     assert not fresh._root.exists()
+
+
+# ------------------------------------------------------------------------------- kernel layers (issue 10)
+DISARM_AUDIT_HOOK = '''
+import gc
+
+def _disarm():
+    """What a hostile verifier does first: rewrite the audit hook's closure so that it allows everything."""
+    hits = 0
+    for obj in gc.get_objects():
+        if callable(obj) and getattr(obj, "__name__", "") == "hook" and getattr(obj, "__closure__", None):
+            for cell in obj.__closure__:
+                content = cell.cell_contents
+                if isinstance(content, tuple):
+                    cell.cell_contents = ()
+                elif callable(content):
+                    cell.cell_contents = lambda *a, **k: True
+                elif isinstance(content, dict):
+                    cell.cell_contents = {}
+                hits += 1
+            obj.__globals__.get("DENIED_IMPORTS", {}).clear()
+    return hits
+'''
+
+ESCAPES = DISARM_AUDIT_HOOK + '''
+import os
+
+def attempt(report, name, fn):
+    try:
+        report[name] = "ok: " + repr(fn())[:200]
+    except BaseException as exc:
+        report[name] = f"denied: {type(exc).__name__}: {exc}"[:300]
+
+def verify_escape(initial_db_path, final_db_path, final_answer=None):
+    report = {"disarmed": _disarm()}
+    target = final_answer or ""
+    attempt(report, "python_check_gone", lambda: open("/etc/hostname").read())
+    attempt(report, "passwd", lambda: open("/etc/passwd").read())
+    attempt(report, "host_file", lambda: open(target.split("|")[0]).read())
+    attempt(report, "attach_creates_file", lambda: __import__("_sqlite3").connect(":memory:").execute(
+        f"ATTACH '{target.split('|')[1]}' AS x").fetchall())
+    attempt(report, "write_file", lambda: open(target.split("|")[1] + ".txt", "w").write("x"))
+    attempt(report, "socket", lambda: __import__("socket").socket())
+    attempt(report, "kill_init", lambda: os.kill(1, 9))
+    return {"result": "others", "report": report}
+'''
+
+
+def test_kernel_layers_hold_with_the_audit_hook_disarmed(pool: VerifierPool, tmp_path: Path) -> None:
+    secret = tmp_path / "solutions.jsonl"
+    secret.write_text('{"answer": "the reference answer"}\n')
+    created = tmp_path / "attached.db"
+    v = pool.run(source=ESCAPES, function="verify_escape", initial_db=INITIAL, final_db=FINAL,
+                 final_answer=f"{secret}|{created}")
+    report = v.details["report"]
+    assert report["disarmed"] > 0
+    assert "sandbox:" not in report["python_check_gone"], report  # the Python layer really is out of the way
+    for name in ("python_check_gone", "passwd", "host_file", "attach_creates_file", "write_file", "socket",
+                 "kill_init"):
+        assert report[name].startswith("denied"), (name, report[name])
+    assert not created.exists() and not Path(f"{created}.txt").exists()
+
+
+SIGNALLER = DISARM_AUDIT_HOOK + '''
+import os, time, signal
+
+def verify_victim(initial_db_path, final_db_path, final_answer=None):
+    time.sleep(1.0)
+    return {"result": "complete"}
+
+def verify_attacker(initial_db_path, final_db_path, final_answer=None):
+    _disarm()
+    sent = 0
+    for pid in range(1, 1 << 15):
+        for send in (lambda: os.kill(pid, signal.SIGKILL),
+                     lambda: signal.pidfd_send_signal(os.pidfd_open(pid), signal.SIGKILL)):
+            try:
+                send()
+                sent += 1
+            except (OSError, AttributeError):
+                pass
+    return {"result": "others", "sent": sent}
+'''
+
+
+def test_a_verifier_cannot_signal_another_tenants_verification(pool: VerifierPool) -> None:
+    results: dict[str, object] = {}
+    victim = threading.Thread(target=lambda: results.update(victim=pool.run(
+        source=SIGNALLER, function="verify_victim", initial_db=INITIAL, final_db=FINAL)))
+    victim.start()
+    attacker = pool.run(source=SIGNALLER, function="verify_attacker", initial_db=INITIAL, final_db=FINAL)
+    victim.join()
+    assert attacker.details.get("sent") == 0, attacker.details
+    assert results["victim"].outcome == "complete", results["victim"]

@@ -17,12 +17,17 @@
 `AsyncEnvClient` has the same surface with `await` (`await session.tools`, `async with`). Read-only calls are
 retried on UNAVAILABLE (50/100/200 ms); calls that change state are not. Failures raise typed subclasses of
 `agentworld.client.errors.EnvClientError` carrying `.code` and the server's message.
+
+Each client holds a lease: its sessions are created under it and a background keepalive renews it, so when the
+client's process dies its sessions are closed by the server within one lease TTL (30 s by default) instead of
+holding capacity until they idle out. `lease=False` opts out (sessions then follow the server's idle TTL).
 """
 
 from __future__ import annotations
 
 from .aio import AsyncEnvClient, AsyncSession, AsyncSessionGroup
 from .errors import (
+    AbortedError,
     ClientClosedError,
     DeadlineExceededError,
     EnvClientError,
@@ -37,6 +42,7 @@ from .sync import EnvClient, Session, SessionGroup
 from .types import EnvInfo, SessionInfo, Snapshot, Stats, TaskInfo, ToolResult, Verdict
 
 __all__ = [
+    "AbortedError",
     "AsyncEnvClient",
     "AsyncSession",
     "AsyncSessionGroup",

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
+
 import grpc
+
+from agentworld.limits import DEFAULT_LEASE_TTL_S, MAX_MESSAGE_BYTES
 
 from .errors import ClientClosedError, EnvClientError, from_rpc_error
 
 DEFAULT_TIMEOUT_S = 30.0
 # Waits before retrying an idempotent call that failed with UNAVAILABLE (3 retries, then the error surfaces).
 RETRY_BACKOFF_S: tuple[float, ...] = (0.05, 0.1, 0.2)
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024  # exported snapshots are whole SQLite images
 
 CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -21,6 +24,16 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 0),
 ]
+
+
+def new_lease_id() -> str:
+    """A client's lease: random, so two clients never share one."""
+    return f"lease-{uuid.uuid4().hex}"
+
+
+def keepalive_interval(server_ttl_s: float | None) -> float:
+    """Renew three times per lease TTL (the server's, once it has said)."""
+    return max(0.05, (server_ttl_s or DEFAULT_LEASE_TTL_S) / 3)
 
 
 def should_retry(exc: grpc.RpcError, idempotent: bool, attempt: int, backoff: tuple[float, ...]) -> float | None:

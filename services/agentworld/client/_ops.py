@@ -74,12 +74,17 @@ def list_envs() -> Call[list[EnvInfo]]:
     return Call("ListEnvs", pb.ListEnvsRequest(), lambda r: [env_info(e) for e in r.envs], idempotent=True)
 
 
-def create_session(env_id: str, task_id: str | None) -> Call[SessionInfo]:
+def create_session(env_id: str, task_id: str | None, lease_id: str | None = None) -> Call[SessionInfo]:
     return Call(
         "CreateSession",
-        pb.CreateSessionRequest(env_id=env_id, task_id=task_id or ""),
+        pb.CreateSessionRequest(env_id=env_id, task_id=task_id or "", lease_id=lease_id or ""),
         lambda r: session_info(r.session),
     )
+
+
+def keep_alive(lease_id: str) -> Call[float]:
+    """Renew a lease; returns the server's lease TTL in seconds."""
+    return Call("KeepAlive", pb.KeepAliveRequest(lease_id=lease_id), lambda r: r.ttl_s, idempotent=True)
 
 
 def list_tools(session_id: str) -> Call[list[dict[str, Any]]]:
@@ -108,10 +113,10 @@ def reset(session_id: str) -> Call[str]:
     return Call("Reset", pb.ResetRequest(session_id=session_id), lambda r: r.state_hash)
 
 
-def snapshot(session_id: str, export: bool) -> Call[Snapshot]:
+def snapshot(session_id: str, export: bool, ttl_s: float | None = None) -> Call[Snapshot]:
     return Call(
         "Snapshot",
-        pb.SnapshotRequest(session_id=session_id, export=export),
+        pb.SnapshotRequest(session_id=session_id, export=export, ttl_s=int(ttl_s or 0)),
         lambda r: Snapshot(snapshot_id=r.snapshot_id, state_hash=r.state_hash, data=r.data if export else None),
     )
 
@@ -193,6 +198,11 @@ def get_stats() -> Call[Stats]:
             rss_bytes=r.rss_bytes,
             env_ids=list(r.env_ids),
             draining=r.draining,
+            memory_budget_bytes=r.memory_budget_bytes,
+            memory_used_bytes=r.memory_used_bytes,
+            snapshots=r.snapshots,
+            workers=r.workers,
+            sandbox_layers=list(r.sandbox_layers),
         ),
         idempotent=True,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -12,7 +13,15 @@ import grpc.aio
 from agentworld.v1 import env_pb2_grpc
 
 from . import _ops as ops
-from ._channel import CHANNEL_OPTIONS, DEFAULT_TIMEOUT_S, RETRY_BACKOFF_S, should_retry, translate
+from ._channel import (
+    CHANNEL_OPTIONS,
+    DEFAULT_TIMEOUT_S,
+    RETRY_BACKOFF_S,
+    keepalive_interval,
+    new_lease_id,
+    should_retry,
+    translate,
+)
 from .errors import ClientClosedError, EnvClientError, NotFoundError, UnavailableError
 from .types import EnvInfo, SessionInfo, Snapshot, Stats, ToolResult, Verdict
 
@@ -31,14 +40,18 @@ class AsyncEnvClient:
         *,
         direct: bool = False,
         retry_backoff: tuple[float, ...] = RETRY_BACKOFF_S,
+        lease: bool = True,
     ) -> None:
+        """See EnvClient: `lease` creates sessions under this client's lease, renewed while the client lives."""
         self.address = address
         self.timeout = timeout
         self.direct = direct
         self.retry_backoff = retry_backoff
+        self.lease_id = new_lease_id() if lease else None
         self._closed = False
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, env_pb2_grpc.EnvServiceStub] = {}
+        self._keepalive: asyncio.Task[None] | None = None
 
     def _stub(self, address: str | None = None) -> env_pb2_grpc.EnvServiceStub:
         address = address or self.address
@@ -68,11 +81,26 @@ class AsyncEnvClient:
     def _session(self, info: SessionInfo) -> AsyncSession:
         return AsyncSession(self, info, info.backend_address if self.direct else None)
 
+    def _start_keepalive(self) -> None:
+        if self.lease_id is not None and self._keepalive is None and not self._closed:
+            self._keepalive = asyncio.ensure_future(self._renew_forever())
+
+    async def _renew_forever(self) -> None:
+        interval = keepalive_interval(None)
+        while not self._closed:
+            for address in list(self._stubs):
+                try:
+                    interval = keepalive_interval(await self._run(ops.keep_alive(self.lease_id or ""), address))
+                except (EnvClientError, ValueError):  # unreachable now, or the channel closed under us: next round
+                    continue
+            await asyncio.sleep(interval)
+
     async def list_envs(self) -> list[EnvInfo]:
         return await self._run(ops.list_envs())
 
     async def create_session(self, env_id: str, task_id: str | None = None) -> AsyncSession:
-        return self._session(await self._run(ops.create_session(env_id, task_id)))
+        self._start_keepalive()
+        return self._session(await self._run(ops.create_session(env_id, task_id, self.lease_id)))
 
     async def create_group(self, env_id: str, task_id: str | None, n: int) -> AsyncSessionGroup:
         """n sessions with identical starting state (one created, n-1 forked from it): the GRPO group shape."""
@@ -95,6 +123,10 @@ class AsyncEnvClient:
 
     async def close(self) -> None:
         self._closed = True
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._keepalive
         channels, self._channels, self._stubs = list(self._channels.values()), {}, {}
         for channel in channels:
             await channel.close()
@@ -145,8 +177,8 @@ class AsyncSession:
     async def reset(self) -> str:
         return await self._run(ops.reset(self.session_id))
 
-    async def snapshot(self, export: bool = False) -> Snapshot:
-        return await self._run(ops.snapshot(self.session_id, export))
+    async def snapshot(self, export: bool = False, ttl_s: float | None = None) -> Snapshot:
+        return await self._run(ops.snapshot(self.session_id, export, ttl_s))
 
     async def restore(self, snapshot: Snapshot | str | bytes) -> str:
         try:

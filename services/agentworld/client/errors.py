@@ -45,13 +45,20 @@ class ResourceExhaustedError(EnvClientError):
 
 
 class DeadlineExceededError(EnvClientError):
-    """A tool call (or the RPC itself) ran past its deadline; the server rolled that call's writes back."""
+    """A tool call (or the RPC itself) ran past its deadline; nothing that call wrote was kept."""
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class AbortedError(EnvClientError):
+    """The environment's code took down the process running the call (a crash, an exit, out of memory); the
+    session is at its last committed state and takes new calls."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class FailedPreconditionError(EnvClientError):
-    """The session cannot take this call now (closed, or stuck in a runaway call)."""
+    """The session cannot take this call now (closed or expired), or the server is shutting down."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
 
@@ -75,6 +82,7 @@ _BY_CODE: dict[grpc.StatusCode, type[EnvClientError]] = {
         InvalidArgumentError,
         ResourceExhaustedError,
         DeadlineExceededError,
+        AbortedError,
         FailedPreconditionError,
         UnavailableError,
     )
@@ -90,6 +98,7 @@ def from_rpc_error(err: grpc.RpcError, method: str | None = None) -> EnvClientEr
 
 
 __all__ = [
+    "AbortedError",
     "ClientClosedError",
     "DeadlineExceededError",
     "EnvClientError",

@@ -12,7 +12,15 @@ import grpc
 from agentworld.v1 import env_pb2_grpc
 
 from . import _ops as ops
-from ._channel import CHANNEL_OPTIONS, DEFAULT_TIMEOUT_S, RETRY_BACKOFF_S, should_retry, translate
+from ._channel import (
+    CHANNEL_OPTIONS,
+    DEFAULT_TIMEOUT_S,
+    RETRY_BACKOFF_S,
+    keepalive_interval,
+    new_lease_id,
+    should_retry,
+    translate,
+)
 from .errors import ClientClosedError, EnvClientError, NotFoundError, UnavailableError
 from .types import EnvInfo, SessionInfo, Snapshot, Stats, ToolResult, Verdict
 
@@ -32,16 +40,21 @@ class EnvClient:
         *,
         direct: bool = False,
         retry_backoff: tuple[float, ...] = RETRY_BACKOFF_S,
+        lease: bool = True,
     ) -> None:
-        """`timeout`: default RPC deadline in seconds. `direct`: talk to the backend a gateway names for a session."""
+        """`timeout`: default RPC deadline in seconds. `direct`: talk to the backend a gateway names for a session.
+        `lease`: create sessions under this client's lease, renewed in the background while the client lives."""
         self.address = address
         self.timeout = timeout
         self.direct = direct
         self.retry_backoff = retry_backoff
+        self.lease_id = new_lease_id() if lease else None
         self._lock = threading.Lock()
         self._closed = False
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[str, env_pb2_grpc.EnvServiceStub] = {}
+        self._keepalive: threading.Thread | None = None
+        self._stop = threading.Event()
         self._stub(address)
 
     # -- plumbing ---------------------------------------------------------------------------------------------
@@ -74,12 +87,33 @@ class EnvClient:
     def _session(self, info: SessionInfo) -> Session:
         return Session(self, info, info.backend_address if self.direct else None)
 
+    def _start_keepalive(self) -> None:
+        """Renew the lease on every server this client has sessions on, until the client closes."""
+        with self._lock:
+            if self.lease_id is None or self._keepalive is not None or self._closed:
+                return
+            self._keepalive = threading.Thread(target=self._renew_forever, name="agentworld-lease", daemon=True)
+            self._keepalive.start()
+
+    def _renew_forever(self) -> None:
+        interval = keepalive_interval(None)
+        while not self._stop.is_set():
+            with self._lock:
+                addresses = list(self._stubs)
+            for address in addresses:
+                try:
+                    interval = keepalive_interval(self._run(ops.keep_alive(self.lease_id or ""), address))
+                except (EnvClientError, ValueError):  # unreachable now, or the channel closed under us: next round
+                    continue
+            self._stop.wait(interval)
+
     # -- API ------------------------------------------------------------------------------------------------------
     def list_envs(self) -> list[EnvInfo]:
         return self._run(ops.list_envs())
 
     def create_session(self, env_id: str, task_id: str | None = None) -> Session:
-        return self._session(self._run(ops.create_session(env_id, task_id)))
+        self._start_keepalive()
+        return self._session(self._run(ops.create_session(env_id, task_id, self.lease_id)))
 
     def create_group(self, env_id: str, task_id: str | None, n: int) -> SessionGroup:
         """n sessions with identical starting state (one created, n-1 forked from it): the GRPO group shape."""
@@ -100,6 +134,7 @@ class EnvClient:
         return self._run(ops.get_stats())
 
     def close(self) -> None:
+        self._stop.set()
         with self._lock:
             self._closed = True
             channels, self._channels, self._stubs = list(self._channels.values()), {}, {}
@@ -152,8 +187,9 @@ class Session:
     def reset(self) -> str:
         return self._run(ops.reset(self.session_id))
 
-    def snapshot(self, export: bool = False) -> Snapshot:
-        return self._run(ops.snapshot(self.session_id, export))
+    def snapshot(self, export: bool = False, ttl_s: float | None = None) -> Snapshot:
+        """Keep this state on the server: for as long as this session or a fork of it lives, or `ttl_s` seconds."""
+        return self._run(ops.snapshot(self.session_id, export, ttl_s))
 
     def restore(self, snapshot: Snapshot | str | bytes) -> str:
         """Back to a snapshot (a Snapshot, its id, or exported bytes); returns the state hash."""

@@ -79,3 +79,8 @@ class Stats:
     rss_bytes: int
     env_ids: list[str]
     draining: bool
+    memory_budget_bytes: int = 0
+    memory_used_bytes: int = 0
+    snapshots: int = 0
+    workers: int = 0
+    sandbox_layers: list[str] = field(default_factory=list)

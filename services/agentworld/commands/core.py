@@ -9,7 +9,21 @@ from typing import Annotated
 
 import typer
 
+from agentworld.limits import DEFAULT_LEASE_TTL_S
+
 DEFAULT_AWM_DIR = Path(__file__).resolve().parents[4] / "shared" / "awm" / "mini_library"
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
+          "g": 1 << 30, "gb": 10**9, "gib": 1 << 30, "t": 1 << 40, "tb": 10**12, "tib": 1 << 40}
+
+
+def parse_bytes(text: str) -> int:
+    """'4GiB', '512m', '1000000' -> bytes."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"--memory-budget {text!r}: give a number of bytes, optionally with a unit (4GiB, 512MiB)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
 def register(app: typer.Typer) -> None:
@@ -23,13 +37,24 @@ def serve(
     port: Annotated[int, typer.Option(help="gRPC port (0 picks a free one).")] = 50051,
     host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 inside containers.")] = "127.0.0.1",
     max_sessions: Annotated[int, typer.Option(help="Sessions this process may hold.")] = 4096,
-    idle_ttl: Annotated[float, typer.Option(help="Close sessions idle this many seconds (0: never).")] = 600.0,
+    idle_ttl: Annotated[float, typer.Option(help="Close sessions without a client lease idle this many seconds "
+                                                 "(0: never).")] = 600.0,
+    lease_ttl: Annotated[float, typer.Option(help="Close a client's sessions when it has not renewed its lease "
+                                                  "for this many seconds.")] = DEFAULT_LEASE_TTL_S,
     call_timeout: Annotated[float, typer.Option(help="Default per-tool-call timeout in seconds.")] = 10.0,
-    workers: Annotated[int, typer.Option(help="Threads running tool calls.")] = 4,
-    verifier_workers: Annotated[int, typer.Option(help="Sandboxed verifier processes.")] = 2,
+    workers: Annotated[int, typer.Option(help="Worker processes running tool calls at once (default: the CPUs "
+                                              "this process may use).")] = 0,
+    memory_budget: Annotated[str, typer.Option(help="Bytes the sessions' and snapshots' databases may use, e.g. "
+                                                    "4GiB (default: half the state directory's free space).")] = "",
+    state_dir: Annotated[Path | None, typer.Option(help="Where session databases live (default: /dev/shm if it "
+                                                       "has room, else the temporary directory).")] = None,
+    verifier_workers: Annotated[int, typer.Option(help="Sandboxed verifications at once (default: the CPUs).")] = 0,
     mcp_port: Annotated[int | None, typer.Option(help="Also serve MCP Streamable HTTP on this port.")] = None,
 ) -> None:
-    """Run envd: host many isolated sessions of the given environments behind gRPC."""
+    """Run envd: host many isolated sessions of the given environments behind gRPC.
+
+    Environment code runs in a sandbox of worker processes (namespaces, an unprivileged uid, Landlock, seccomp,
+    rlimits: the log's "sandbox layers" line says which apply here); envd itself only holds the sessions."""
     import asyncio
     import logging
     import signal
@@ -46,14 +71,20 @@ def serve(
         loaded = [load_bundle(p) for p in find_bundles(bundles)]
         if not loaded:
             raise BundleError(f"no bundles found in {', '.join(map(str, bundles))}")
+        overrides = {"workers": workers, "verifier_workers": verifier_workers}
         config = RuntimeConfig(
-            max_sessions=max_sessions, idle_ttl_s=idle_ttl, call_timeout_s=call_timeout,
-            call_workers=workers, verifier_workers=verifier_workers,
+            max_sessions=max_sessions, idle_ttl_s=idle_ttl, lease_ttl_s=lease_ttl, call_timeout_s=call_timeout,
+            memory_budget_bytes=parse_bytes(memory_budget) if memory_budget else None,
+            state_dir=str(state_dir) if state_dir else None, **{k: v for k, v in overrides.items() if v > 0},
         )
         runtime = EnvRuntime(loaded, config)
-    except (BundleError, EnvError) as exc:
+    except (BundleError, EnvError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if "uid_drop" not in runtime.sandbox.layers["applied"]:
+        from agentworld.runtime import jail
+
+        jail.set_dumpable(False)  # the sandbox shares our uid: keep /proc/<envd>/mem and environ closed to it
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -67,7 +98,8 @@ def serve(
 
         def ready(bound: int) -> None:
             envs = ", ".join(e.env_id for e in runtime.envs())
-            print(f"envd listening on {host}:{bound} ({len(loaded)} environments: {envs})", flush=True)
+            print(f"envd listening on {host}:{bound} ({len(loaded)} environments: {envs}; "
+                  f"{runtime.config.workers} workers)", flush=True)
 
         await grpc_server.serve(runtime, host, port, on_ready=ready, stop=stop)
 

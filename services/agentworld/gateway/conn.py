@@ -23,6 +23,7 @@ METHODS = (
     "GetStateHash",
     "CloseSession",
     "GetStats",
+    "KeepAlive",
 )
 
 

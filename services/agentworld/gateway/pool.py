@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentworld.lifecycle import child_env
+from agentworld.runtime.types import available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,11 @@ class ProcessPool:
         self.members: list[Replica] = []
 
     def command(self) -> list[str]:
+        """`agentworld serve` for one replica; replicas share the CPUs (--workers each) unless told otherwise."""
         dirs = [str(p) for p in self.bundle_dirs]
-        return [sys.executable, "-c", _CLI, "serve", *dirs, "--host", self.host, "--port", "0", *self.serve_args]
+        share = [] if "--workers" in self.serve_args else ["--workers", str(max(1, available_cpus() // self.replicas))]
+        return [sys.executable, "-c", _CLI, "serve", *dirs, "--host", self.host, "--port", "0", *share,
+                *self.serve_args]
 
     async def spawn(self, index: int) -> Replica:
         """Start replica `index` and wait until it prints its listening address."""

@@ -14,7 +14,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from agentworld.client._channel import MAX_MESSAGE_BYTES
+from agentworld.limits import MAX_MESSAGE_BYTES
 from agentworld.transport.background import BackgroundServer, start_in_thread
 
 from .conn import SERVICE

@@ -3,6 +3,7 @@ backend that holds the session."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -166,13 +167,27 @@ class GatewayService:
             out.active_sessions += backend.load
             out.max_sessions += backend.max_sessions
             if stats is not None:
-                out.tool_calls += stats.tool_calls
-                out.tool_errors += stats.tool_errors
-                out.sessions_created += stats.sessions_created
-                out.sessions_expired += stats.sessions_expired
-                out.rss_bytes += stats.rss_bytes
+                for name in ("tool_calls", "tool_errors", "sessions_created", "sessions_expired", "rss_bytes",
+                             "memory_budget_bytes", "memory_used_bytes", "snapshots", "workers"):
+                    setattr(out, name, getattr(out, name) + getattr(stats, name))
             env_ids |= backend.env_ids
         out.env_ids.extend(sorted(env_ids))
+        return out.SerializeToString()
+
+    async def keep_alive(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """A client's lease spans every backend its sessions are on: renew it on all of them."""
+        await self._parse(pb.KeepAliveRequest, raw, context)
+        backends = self.reg.live()
+        replies = await asyncio.gather(*(b.conn.raw["KeepAlive"](raw, timeout=context.time_remaining())
+                                         for b in backends), return_exceptions=True)
+        out = pb.KeepAliveResponse()
+        for reply in replies:
+            if isinstance(reply, bytes):
+                answer = pb.KeepAliveResponse.FromString(reply)
+                out.ttl_s = min(out.ttl_s, answer.ttl_s) if out.ttl_s else answer.ttl_s
+                out.sessions += answer.sessions
+            elif isinstance(reply, grpc.aio.AioRpcError) and reply.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                await context.abort(reply.code(), reply.details() or "invalid lease_id")
         return out.SerializeToString()
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -183,6 +198,7 @@ class GatewayService:
             CloseSession=self.close_session,
             ListEnvs=self.list_envs,
             GetStats=self.get_stats,
+            KeepAlive=self.keep_alive,
         )
         # No (de)serializers: handlers take and return the wire bytes, so forwarded payloads are never re-encoded.
         return grpc.method_handlers_generic_handler(

@@ -1,88 +1,18 @@
-"""In-memory SQLite state: session connections, database images and the canonical state hash.
+"""Reading session databases from envd's side: the canonical state hash, change detection, crash recovery.
 
-A session's whole state is one in-memory SQLite database. Reset, snapshot, restore and fork copy
-database images (`serialize`/`deserialize`), which costs microseconds for AWM-sized databases.
+envd never runs environment code, but it reads the files the sandbox writes: to hash them, to check exported images
+and to roll back a transaction a killed worker left behind. Connections here are read-only where they can be and
+never trust the schema's SQL functions (trusted_schema=OFF).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
+import struct
 
-CALL_SAVEPOINT = "agentworld_call"
-
-
-class SessionConnection(sqlite3.Connection):
-    """A connection the environment's SQLAlchemy engine borrows for one session.
-
-    `close()` is a no-op so the pool's release keeps the in-memory database alive. While a tool call
-    runs (`begin_call`), the app's commit and rollback map onto a savepoint inside one outer
-    transaction, so the runtime can still roll back everything the call wrote if it fails.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.in_call = False
-
-    def close(self) -> None:  # the engine's pool "closes" connections it no longer needs
-        pass
-
-    def really_close(self) -> None:
-        super().close()
-
-    def commit(self) -> None:
-        if self.in_call:
-            self.execute(f"RELEASE {CALL_SAVEPOINT}")
-            self.execute(f"SAVEPOINT {CALL_SAVEPOINT}")
-        else:
-            super().commit()
-
-    def rollback(self) -> None:
-        if self.in_call:
-            self.execute(f"ROLLBACK TO {CALL_SAVEPOINT}")
-        else:
-            super().rollback()
-
-    def begin_call(self) -> None:
-        if self.in_transaction:  # left over from a call that was aborted mid-way
-            super().rollback()
-        self.execute("BEGIN")
-        self.execute(f"SAVEPOINT {CALL_SAVEPOINT}")
-        self.in_call = True
-
-    def end_call(self, *, keep: bool) -> None:
-        """Commit (keep=True) or undo everything the call wrote, including what the app 'committed'."""
-        self.in_call = False
-        if not self.in_transaction:
-            return
-        if keep:
-            self.execute("COMMIT")
-        else:
-            super().rollback()
-
-
-def open_connection(image: bytes | None = None, *, foreign_keys: bool = True) -> SessionConnection:
-    """A fresh in-memory database, optionally loaded from a database image."""
-    conn = sqlite3.connect(":memory:", factory=SessionConnection, check_same_thread=False, isolation_level=None)
-    if image is not None:
-        conn.deserialize(image)
-    conn.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
-    return conn
-
-
-def load_image(conn: SessionConnection, image: bytes) -> None:
-    """Replace the connection's whole database with `image` (reset, restore)."""
-    if conn.in_transaction:
-        sqlite3.Connection.rollback(conn)
-    conn.deserialize(image)
-
-
-def build_database(schema_sql: str, seed_sql: str, *, foreign_keys: bool = True) -> SessionConnection:
-    """Execute schema then seed on an empty database; raises sqlite3.Error on the first failing statement."""
-    conn = open_connection(foreign_keys=foreign_keys)
-    conn.executescript(schema_sql)
-    conn.executescript(seed_sql)
-    return conn
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def state_hash(conn: sqlite3.Connection) -> str:
@@ -95,7 +25,55 @@ def state_hash(conn: sqlite3.Connection) -> str:
         digest.update(repr((kind, name, sql)).encode())
         if kind != "table":
             continue
-        rows = conn.execute(f'SELECT * FROM "{name}"').fetchall()
-        rows.sort(key=repr)
-        digest.update(repr(rows).encode())
+        # the repr of the rows sorted by their reprs (each row's repr made once)
+        rows = sorted(map(repr, conn.execute(f'SELECT * FROM "{name}"').fetchall()))
+        digest.update(("[" + ", ".join(rows) + "]").encode())
     return digest.hexdigest()
+
+
+def read_only(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    conn.execute("PRAGMA trusted_schema=OFF")
+    return conn
+
+
+def hash_file(path: str) -> str:
+    conn = read_only(path)
+    try:
+        return state_hash(conn)
+    finally:
+        conn.close()
+
+
+def schema_signature(conn: sqlite3.Connection) -> frozenset[str]:
+    """The CREATE statements: what recognises a database as one of an environment's."""
+    return frozenset(sql for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL"))
+
+
+def file_version(path: str) -> tuple[int, int, int]:
+    """(inode, size, SQLite's file change counter): moves whenever a transaction commits a change to the file."""
+    with open(path, "rb") as f:
+        header = os.pread(f.fileno(), 28, 0)
+        st = os.fstat(f.fileno())
+    counter = struct.unpack(">I", header[24:28])[0] if len(header) >= 28 else 0
+    return st.st_ino, st.st_size, counter
+
+
+def journal_path(path: str) -> str:
+    return path + "-journal"
+
+
+def recover(path: str) -> bool:
+    """Roll back what a dead worker left half-done (a hot journal); True if there was something to roll back.
+
+    Opening the database with SQLite replays the journal; the file then holds its last committed state.
+    """
+    if not os.path.exists(journal_path(path)):
+        return False
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA trusted_schema=OFF")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    finally:
+        conn.close()
+    return True

@@ -1,9 +1,11 @@
 """Run untrusted verifiers outside the server process: a pool of sandboxed zygote subprocesses.
 
-Each zygote (`sandbox_worker.py`, stdlib only) starts in its own network namespace, drops to an unprivileged uid
-and forks a fresh, rlimited, audit-hooked child per verification (see that module for the layers). The pool writes
-the two database states of each job to a private directory (0555 under a 0711 parent, files 0444) that only that
-job knows the random name of, and removes it afterwards. Thread-safe: `run()` takes an idle zygote from a queue.
+Each zygote (`sandbox_worker.py`, stdlib only) runs in namespaces of its own with a minimal root, as an unprivileged
+uid under Landlock and seccomp (jail.py, the layers environment code runs under too), and forks a fresh, further
+confined child per verification (see that module for the layers). The pool puts the two database states of each job
+in a private directory (0555 under a 0711 parent, files 0444; hard links of envd's immutable images, or copies)
+that only that job knows the random name of, and removes it afterwards. Thread-safe: `run()` takes an idle zygote
+from a queue.
 
     with VerifierPool(workers=2, limits=SandboxLimits(cpu_seconds=20, memory_mb=512, wall_timeout_s=30)) as pool:
         verdict = pool.run(source=text, function="verify_task_3", initial_db=b"...", final_db=b"...")
@@ -26,6 +28,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from agentworld.lifecycle import kill_and_wait
 
 WORKER_PATH = Path(__file__).with_name("sandbox_worker.py")
 OUTCOMES = ("complete", "partially_complete", "others", "error")
@@ -68,8 +72,8 @@ class _WorkerGone(Exception):
 class _Zygote:
     """One zygote subprocess and its framed pipe protocol. Used by one thread at a time (via the idle queue)."""
 
-    def __init__(self, isolate_network: bool, drop_privileges: bool) -> None:
-        args = [sys.executable, "-I", "-S", str(WORKER_PATH)]
+    def __init__(self, scratch: Path, isolate_network: bool, drop_privileges: bool) -> None:
+        args = [sys.executable, "-I", "-S", str(WORKER_PATH), str(scratch)]
         if not isolate_network:
             args.append("--no-netns")
         if not drop_privileges:
@@ -83,6 +87,8 @@ class _Zygote:
     def await_hello(self) -> None:
         try:
             hello = self._read(time.monotonic() + STARTUP_TIMEOUT_S)
+            if not hello.get("hello"):
+                raise _WorkerGone(hello.get("error", "no hello"))
         except _WorkerGone as exc:
             err = b""
             if self.proc.poll() is not None and self.proc.stderr is not None:
@@ -91,6 +97,8 @@ class _Zygote:
             raise SandboxError(
                 f"verifier sandbox worker failed to start: {exc}; {err.decode(errors='replace')[-2000:]}") from exc
         self.layers = list(hello.get("layers", []))
+        self.missing = dict(hello.get("missing", {}))
+        self.pid = _child_of(self.proc.pid)  # the zygote proper (the launcher's child), as this host sees it
 
     def request(self, job: dict, timeout_s: float) -> dict:
         body = json.dumps(job).encode("utf-8")
@@ -129,12 +137,7 @@ class _Zygote:
         return self.proc.poll() is None
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        kill_and_wait(self.proc, 5)
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             try:
                 if stream is not None:
@@ -153,16 +156,27 @@ class _Zygote:
         self.kill()
 
 
+def _child_of(pid: int) -> int:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return pid
+    return int(children[0]) if children else pid
+
+
 SCRATCH_PREFIX = "agentworld-verify-"
 
 
 def _scratch_root() -> Path:
-    """tmpfs when there is one: the per-job database copies never touch a disk."""
+    """tmpfs when there is one: the per-job database copies never touch a disk. It holds `jobs/` and `root/` (the
+    zygotes' minimal-root mount point)."""
     shm = Path("/dev/shm")
     base = shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else Path(tempfile.gettempdir())
     _sweep_stale(base)
     root = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=base))
-    root.chmod(0o711)  # traversable by the sandbox uid, not listable: job dirs are found only by their random name
+    root.chmod(0o711)
+    (root / "jobs").mkdir(mode=0o711)  # traversable by the sandbox uid, not listable: found only by random name
+    (root / "root").mkdir(mode=0o755)
     return root
 
 
@@ -172,9 +186,14 @@ def _sweep_stale(base: Path) -> None:
         pid = path.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
         if not pid.isdigit() or Path(f"/proc/{pid}").exists():
             continue
-        for job_dir in path.iterdir() if path.is_dir() else ():
-            _chmod_quiet(job_dir, 0o700)
-        shutil.rmtree(path, ignore_errors=True)
+        _remove_scratch(path)
+
+
+def _remove_scratch(root: Path) -> None:
+    jobs = root / "jobs"
+    for job_dir in jobs.iterdir() if jobs.is_dir() else ():
+        _chmod_quiet(job_dir, 0o700)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _chmod_quiet(path: Path, mode: int) -> None:
@@ -201,27 +220,28 @@ class VerifierPool:
         self._root = _scratch_root()
         atexit.register(self.close)  # a clean interpreter exit removes the scratch root; SIGKILL is swept later
         self.replaced = 0
-        started = [_Zygote(isolate_network, drop_privileges) for _ in range(workers)]
+        started = [_Zygote(self._root, isolate_network, drop_privileges) for _ in range(workers)]
         try:
             for z in started:
                 z.await_hello()
         except SandboxError:
             for z in started:
                 z.kill()
-            shutil.rmtree(self._root, ignore_errors=True)
+            _remove_scratch(self._root)
             raise
         for z in started:
             self._all.append(z)
             self._idle.put(z)
-        worker_layers = set.intersection(*(set(z.layers) for z in started))
-        order = ["netns", "uid_drop", "no_new_privs", "fresh_child", "rlimits", "audit_hook", "readonly_sqlite"]
-        self.layers: list[str] = [x for x in order if x in worker_layers] + [
+        common = set.intersection(*(set(z.layers) for z in started))
+        self.layers: list[str] = [x for x in started[0].layers if x in common] + [
             "readonly_db_copies", "private_job_dir", "wall_timeout"]
+        self.missing: dict[str, str] = started[0].missing
 
     # ------------------------------------------------------------------------------------------ public
-    def run(self, source: str, function: str, initial_db: bytes, final_db: bytes,
+    def run(self, source: str, function: str, initial_db: bytes | str | Path, final_db: bytes | str | Path,
             final_answer: str | None = None, limits: SandboxLimits | None = None) -> SandboxVerdict:
-        """Run `function` from verifiers.py `source` on copies of the two databases; never raises for bad code."""
+        """Run `function` from verifiers.py `source` on the two databases (bytes, or paths of files that do not
+        change: they are hard-linked, or copied, into the job's directory); never raises for bad code."""
         if self._closed:
             raise SandboxError("verifier pool is closed")
         start = time.perf_counter()
@@ -257,9 +277,7 @@ class VerifierPool:
         for z in zygotes:
             self._idle.put(None)  # wake waiters
             z.close()
-        for job_dir in self._root.iterdir() if self._root.is_dir() else ():
-            _chmod_quiet(job_dir, 0o700)
-        shutil.rmtree(self._root, ignore_errors=True)
+        _remove_scratch(self._root)
         atexit.unregister(self.close)
 
     def __enter__(self) -> VerifierPool:
@@ -307,20 +325,26 @@ class VerifierPool:
         dead.kill()
         if self._closed:
             raise SandboxError("verifier pool is closed")
-        fresh = _Zygote(self._isolate_network, self._drop_privileges)
+        fresh = _Zygote(self._root, self._isolate_network, self._drop_privileges)
         fresh.await_hello()
         with self._lock:
             self._all = [fresh if z is dead else z for z in self._all]
             self.replaced += 1
         return fresh
 
-    def _write_job_dir(self, initial_db: bytes, final_db: bytes) -> Path:
-        job_dir = self._root / secrets.token_hex(16)
+    def _write_job_dir(self, initial_db: bytes | str | Path, final_db: bytes | str | Path) -> Path:
+        job_dir = self._root / "jobs" / secrets.token_hex(16)
         job_dir.mkdir(mode=0o700)
         for name, data in (("initial.db", initial_db), ("final.db", final_db)):
             path = job_dir / name
-            with open(path, "wb") as fh:
-                fh.write(data)
+            if isinstance(data, bytes | bytearray):
+                with open(path, "wb") as fh:
+                    fh.write(data)
+            else:
+                try:
+                    os.link(data, path)
+                except OSError:  # another filesystem: copy
+                    shutil.copyfile(data, path)
             path.chmod(0o444)
         job_dir.chmod(0o555)
         return job_dir

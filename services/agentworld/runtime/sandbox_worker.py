@@ -1,21 +1,23 @@
 """Verifier sandbox zygote: a long-lived process that forks one short-lived, locked-down child per verification.
 
-Started by `agentworld.runtime.sandbox.VerifierPool` as `python -I -S sandbox_worker.py` (by path, stdlib only, so
-the untrusted code never shares an interpreter with envd and the zygote never imports the agentworld package).
-Isolation layers, outermost first:
+Started by `agentworld.runtime.sandbox.VerifierPool` as `python -I -S sandbox_worker.py SCRATCH` (by path, stdlib
+only, so the untrusted code never shares an interpreter with envd and never sees site-packages). The kernel-level
+layers come from jail.py (loaded by path), the same ones environment code runs under; outermost first:
 
-1. zygote, once, at start (as root): a fresh network namespace (no interfaces up: no network at all), then a
-   permanent drop to an unprivileged uid/gid with no supplementary groups and no_new_privs.
-2. per job: a fresh forked child (no state carried between verifications), rlimits on CPU seconds, address
-   space, file size (0: nothing can be written), open files, processes and core dumps, every inherited file
-   descriptor closed (the protocol pipes included), stdio swapped for buffers;
-3. a `sys.addaudithook` that denies sockets, processes, ctypes, SQLite extensions, writes and reads outside the
-   job's directory and the standard library;
-4. `sqlite3.connect` opening only `mode=ro&immutable=1` URIs, with ATTACH refused by an authorizer.
+1. the launcher (the process the pool started) enters new network, PID, mount and IPC namespaces and forks the
+   zygote, PID 1 there: it cannot see, signal or reach any process outside, and no network exists;
+2. the zygote: a minimal root (read-only: the standard library, /usr, the pool's scratch directory; nothing else of
+   the host), an unprivileged uid with no groups, no_new_privs, Landlock (read only beneath those paths, write
+   nowhere, no TCP, no signals out), seccomp (no exec, sockets, ptrace, mounts; no file opened for writing,
+   nothing created or removed);
+3. per job, a fresh forked child: Landlock narrowed to its own job directory, seccomp without process creation or
+   signals, rlimits on CPU, address space, file size (0), open files and core dumps, stdio swapped for buffers;
+4. Python-level checks for clear messages: an audit hook denying sockets, processes, ctypes and writes, and
+   `sqlite3.connect` opening only `mode=ro&immutable=1` URIs with ATTACH refused. Nothing depends on them.
 
 Protocol on stdin/stdout: frames of a 4-byte big-endian length and UTF-8 JSON. The zygote first sends
-`{"hello": true, "pid": ..., "layers": [...]}`; then for each job `{"source", "function", "initial_db_path",
-"final_db_path", "final_answer", "job_dir", "limits": {...}}` it answers
+`{"hello": true, "pid": ..., "layers": [...], "missing": {...}}`; then for each job `{"source", "function",
+"initial_db_path", "final_db_path", "final_answer", "job_dir", "limits": {...}}` it answers
 `{"outcome", "details", "duration_ms"}`. EOF on stdin ends the zygote (and any running child).
 """
 
@@ -67,11 +69,8 @@ import zoneinfo  # noqa: F401
 OUTCOMES = ("complete", "partially_complete", "others")
 MAX_RESULT_BYTES = 1 << 20
 MAX_CAPTURED_OUTPUT = 4000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
-PR_SET_NO_NEW_PRIVS = 38
-PR_SET_DUMPABLE = 4
-UNPRIVILEGED_ID = 65534
+JAIL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jail.py")
+_DEVNULL: list[int] = []  # /dev/null, opened once by the zygote
 VERIFIER_FILENAME = "<verifiers.py>"
 DENIED_IMPORTS = {m: "network access" for m in ("socket", "_socket", "ssl", "_ssl", "http", "urllib3", "requests",
                                                    "httpx", "asyncio", "selectors", "ftplib", "smtplib", "socketserver",
@@ -115,37 +114,47 @@ def _read_exact(fd: int, n: int) -> bytes | None:
 
 
 # ------------------------------------------------------------------------------------- zygote set-up
-def _libc():  # ctypes only here, in the zygote, before the drop; verifiers never get a working ctypes
-    import ctypes
+def _load_jail():  # noqa: ANN202 - the module
+    """jail.py, by path (this interpreter runs without site-packages, so agentworld is not importable)."""
+    import importlib.util
 
-    return ctypes.CDLL(None, use_errno=True), ctypes
+    spec = importlib.util.spec_from_file_location("agentworld_jail", JAIL_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
 
 
-def isolate(want_netns: bool, want_drop: bool) -> list[str]:
-    """Apply the once-per-zygote layers; return the names of those that took effect."""
-    layers: list[str] = []
-    try:
-        libc, ctypes = _libc()
-    except OSError:
-        return layers
-    if want_netns:
-        flags = CLONE_NEWNET if os.geteuid() == 0 else CLONE_NEWUSER | CLONE_NEWNET
-        if libc.unshare(flags) == 0:
-            layers.append("netns")
-    if want_drop and os.geteuid() == 0:
-        try:
-            os.setgroups([])
-            os.setgid(UNPRIVILEGED_ID)
-            os.setuid(UNPRIVILEGED_ID)
-            layers.append("uid_drop")
-        except OSError:
-            pass
-    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0:
-        layers.append("no_new_privs")
-    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no ptrace of the zygote or its children by the same uid
-    for name in [m for m in sys.modules if m == "ctypes" or m.startswith(("ctypes.", "_ctypes"))]:
-        del sys.modules[name]
-    return layers
+def _stdlib_paths() -> list[str]:
+    paths = sysconfig.get_paths()
+    found = {os.path.realpath(p) for p in (paths["stdlib"], paths["platstdlib"]) if p}
+    return sorted(p for p in found if not any(p != q and p.startswith(q + os.sep) for q in found))
+
+
+def confine_zygote(jail, layers, scratch: str, want_drop: bool) -> None:  # noqa: ANN001
+    """In the zygote (PID 1 of its namespaces when it has them): the layers every job inherits. `scratch` holds
+    `jobs/` (the job directories, bound read-only) and `root/` (the empty mount point of the minimal root)."""
+    read = _stdlib_paths() + [os.path.join(scratch, "jobs")]
+    if "pidns" in layers.applied:
+        jail.pivot_to_minimal_root(os.path.join(scratch, "root"),
+                                   jail.system_binds() + [jail.Bind(p) for p in read], layers)
+    if want_drop:
+        jail.drop_privileges(layers, needs=read)
+    jail.set_dumpable(False)  # no ptrace of the zygote or its children by the same uid
+    jail.no_new_privs(layers)
+    jail.landlock(read + jail.READ_SYSTEM_PATHS, [], layers)
+    jail.install_seccomp(jail.SeccompPolicy(read_only=True), layers)
+
+
+def confine_child(job_dir: str) -> None:
+    """In a job's child: only its own directory (and the standard library) stays readable; no processes, no
+    signals."""
+    jail = sys.modules["agentworld_jail"]
+    layers = jail.Layers()
+    jail.landlock(_stdlib_paths() + [job_dir] + jail.READ_SYSTEM_PATHS, [], layers)
+    jail.install_seccomp(jail.SeccompPolicy(base=False, no_processes=True, no_signals=True), layers)
+    for name in [m for m in sys.modules if m in ("agentworld_jail", "ctypes") or m.startswith(("ctypes.", "_ctypes"))]:
+        del sys.modules[name]  # cosmetic: the kernel layers above hold with or without them
 
 
 # --------------------------------------------------------------------------------------- child layers
@@ -270,9 +279,8 @@ def run_child(job: dict, code, result_fd: int) -> None:  # noqa: ANN001 - code o
     status = 0
     out = io.StringIO()
     try:
-        devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
+            os.dup2(_DEVNULL[0], fd)  # opened before seccomp, which refuses opening anything for writing
         os.closerange(3, result_fd)
         os.closerange(result_fd + 1, 1 << 16)
         sys.stdin = io.StringIO()
@@ -280,6 +288,7 @@ def run_child(job: dict, code, result_fd: int) -> None:  # noqa: ANN001 - code o
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         os.chdir(job["job_dir"])
+        confine_child(job["job_dir"])
         apply_rlimits(job.get("limits", {}))
         readonly_sqlite(job["job_dir"])
         sys.meta_path.append(_Unavailable)
@@ -464,19 +473,40 @@ def _kill(pid: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The launcher: new namespaces (where allowed), then fork the zygote and wait for it."""
     argv = sys.argv[1:] if argv is None else argv
-    want_netns = "--no-netns" not in argv
+    scratch = next(a for a in argv if not a.startswith("--"))
+    want_ns = "--no-netns" not in argv
     want_drop = "--no-drop" not in argv
+    jail = _load_jail()
+    layers = jail.Layers()
+    if want_ns:
+        jail.enter_namespaces(layers)
+    launcher = os.getpid()
+    pid = os.fork()
+    if pid:
+        os.close(0)
+        os.close(1)
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    jail.die_with_parent(launcher)
     # Move the protocol off fds 0/1 so stray prints can never corrupt it.
     proto_in, proto_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
+    _DEVNULL.append(devnull)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     sys.stdout = sys.stderr
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    layers = isolate(want_netns, want_drop)
-    layers += ["fresh_child", "rlimits", "audit_hook", "readonly_sqlite"]
-    write_frame(proto_out, {"hello": True, "pid": os.getpid(), "uid": os.getuid(), "layers": layers})
+    try:
+        confine_zygote(jail, layers, scratch, want_drop)
+    except OSError as exc:
+        write_frame(proto_out, {"hello": False, "error": f"sandbox set-up failed: {exc}"})
+        os._exit(1)
+    for name in ("fresh_child", "rlimits", "audit_hook", "readonly_sqlite"):
+        layers.add(name)
+    write_frame(proto_out, {"hello": True, "pid": os.getpid(), "uid": os.getuid(), **layers.as_dict(),
+                            "layers": layers.applied})
     Zygote(proto_in, proto_out).serve()
 
 

@@ -1,7 +1,8 @@
 """Tools from an app's routes: one per operation_id, with the JSON Schema an MCP client of AWM sees.
 
 The input schema merges path, query and body parameters (a body model's fields become top-level
-properties). `ToolSpec.build_request` maps call arguments back onto the HTTP request.
+properties). `ToolSpec.build_request` maps call arguments back onto the HTTP request. Tools are extracted in the
+sandbox (which imports the app) and travel to envd as `to_dict()` JSON; envd builds requests without app code.
 """
 
 from __future__ import annotations
@@ -9,17 +10,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
-from agentworld.runtime.errors import InvalidArgument
+from agentworld.runtime.errors import InvalidArgument, clip
 
 _HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 
 
 @dataclass(frozen=True)
 class HttpRequest:
+    """What a tool call becomes: the route's template and raw path values (filled in by the worker), query, body."""
+
     method: str
-    path: str
+    path_template: str
+    path_params: dict[str, str]
     query_string: bytes
     body: bytes | None
 
@@ -39,8 +43,8 @@ class ToolSpec:
         unknown = sorted(set(arguments) - set(self.locations))
         if unknown:
             expected = ", ".join(sorted(self.locations)) or "no arguments"
-            raise InvalidArgument(f"tool '{self.name}' has no argument {unknown[0]!r}; expected: {expected}")
-        path = self.path_template
+            raise InvalidArgument(f"tool {clip(self.name)} has no argument {clip(unknown[0])}; expected: {expected}")
+        path_params: dict[str, str] = {}
         query: list[tuple[str, str]] = []
         body: dict[str, Any] = {}
         whole: Any = None
@@ -49,7 +53,7 @@ class ToolSpec:
             if where == "path":
                 if value is None:
                     raise InvalidArgument(f"argument '{name}' of tool '{self.name}' is required (path parameter)")
-                path = path.replace("{" + name + "}", quote(_scalar(value), safe=""))
+                path_params[name] = _scalar(value)
             elif where == "query":
                 if value is None:
                     continue
@@ -59,7 +63,7 @@ class ToolSpec:
                 whole = value
             elif where == "body":
                 body[name] = value
-        missing = [n for n, where in self.locations.items() if where == "path" and "{" + n + "}" in path]
+        missing = [n for n, where in self.locations.items() if where == "path" and n not in path_params]
         if missing:
             raise InvalidArgument(f"argument '{missing[0]}' of tool '{self.name}' is required (path parameter)")
         payload: bytes | None = None
@@ -67,7 +71,19 @@ class ToolSpec:
             payload = json.dumps(whole).encode()
         elif any(where == "body" for where in self.locations.values()):
             payload = json.dumps(body).encode()
-        return HttpRequest(self.method.upper(), path, urlencode(query).encode(), payload)
+        return HttpRequest(self.method.upper(), self.path_template, path_params, urlencode(query).encode(), payload)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form a sandbox sends envd (and envd keeps): everything but the cached schema text."""
+        return {"name": self.name, "description": self.description, "input_schema": self.input_schema,
+                "method": self.method, "path_template": self.path_template, "locations": self.locations,
+                "whole_body": self.whole_body}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ToolSpec:
+        spec = cls(**data)
+        spec.input_schema_json = json.dumps(spec.input_schema, sort_keys=True)
+        return spec
 
 
 def _scalar(value: Any) -> str:

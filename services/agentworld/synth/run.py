@@ -2,8 +2,8 @@
 
 Workers rebuild their scenario from (seed, index, attempt), so only integers cross process boundaries.
 Each worker validates with `agentworld.validate.validate_bundle` (the same check `agentworld validate`
-runs) through its own verifier sandbox, then writes the bundle. A bundle that fails validation is not
-written: a failure is a generator bug, reported with its problems.
+runs) through its own sandboxes (environment code, verifiers), then writes the bundle. A bundle that fails
+validation is not written: a failure is a generator bug, reported with its problems.
 """
 
 from __future__ import annotations
@@ -63,23 +63,25 @@ class SynthReport:
                            "results": [asdict(r) for r in self.results]}, indent=1, sort_keys=True)
 
 
-_POOL: Any = None  # this worker's verifier sandbox pool (one zygote), created on first use
+_SANDBOXES: tuple[Any, Any] | None = None  # this worker's verifier pool and environment sandbox, made on first use
 
 
-def _verifier_pool() -> Any:
-    global _POOL
-    if _POOL is None:
+def _sandboxes() -> tuple[Any, Any]:
+    """(verifier pool, environment sandbox), shared by every bundle this process validates."""
+    global _SANDBOXES
+    if _SANDBOXES is None:
         import atexit
         import multiprocessing.util
 
+        from agentworld.runtime.envcode.host import Sandbox
         from agentworld.runtime.sandbox import VerifierPool
 
-        _POOL = VerifierPool(workers=1)
-        _POOL.__enter__()
-        # Pool workers leave through multiprocessing's exit path (not atexit); cover both.
-        multiprocessing.util.Finalize(_POOL, _POOL.__exit__, args=(None, None, None), exitpriority=10)
-        atexit.register(_POOL.__exit__, None, None, None)
-    return _POOL
+        pool, sandbox = VerifierPool(workers=1), Sandbox()
+        _SANDBOXES = pool, sandbox
+        for close in (pool.close, sandbox.close):  # pool workers leave through multiprocessing's exit path too
+            multiprocessing.util.Finalize(pool, close, exitpriority=10)
+            atexit.register(close)
+    return _SANDBOXES
 
 
 def _warm() -> None:
@@ -120,10 +122,11 @@ def generate_one(seed: int, index: int, attempt: int, out: str | None, validate:
         from agentworld.validate import validate_bundle
 
         v_started = time.perf_counter()
-        report = validate_bundle(bundle, verifier_pool=_verifier_pool())
+        pool, sandbox = _sandboxes()
+        report = validate_bundle(bundle, verifier_pool=pool, sandbox=sandbox)
         if not report.ok and all("DeadlineExceeded" in p for p in report.all_problems()):
             # A call that overran its deadline on an overloaded machine is not a generator bug: one more try.
-            report = validate_bundle(bundle, verifier_pool=_verifier_pool())
+            report = validate_bundle(bundle, verifier_pool=pool, sandbox=sandbox)
         result.validate_s = time.perf_counter() - v_started
         result.validated = True
         result.problems += report.all_problems()

@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from agentworld.limits import MAX_MESSAGE_BYTES
 from agentworld.runtime import EnvRuntime, SessionInfo
 from agentworld.runtime import errors as rt_errors
 from agentworld.transport.background import BackgroundServer, start_in_thread
@@ -25,7 +26,7 @@ from agentworld.v1 import env_pb2, env_pb2_grpc
 log = logging.getLogger("agentworld.envd")
 
 SERVICE_NAME = env_pb2.DESCRIPTOR.services_by_name["EnvService"].full_name
-MAX_MESSAGE_BYTES = 64 << 20  # exported snapshots travel in messages
+MAX_DETAILS_CHARS = 2000  # status details travel in headers: never let a message overflow them
 
 STATUS_OF = {
     rt_errors.NotFound: grpc.StatusCode.NOT_FOUND,
@@ -33,6 +34,8 @@ STATUS_OF = {
     rt_errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     rt_errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     rt_errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    rt_errors.Aborted: grpc.StatusCode.ABORTED,
+    rt_errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
 R = TypeVar("R")
@@ -53,7 +56,10 @@ def _mapped(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
         try:
             return await method(self, request, context)
         except rt_errors.EnvError as exc:
-            await context.abort(status_for(exc), str(exc))
+            details = str(exc)
+            if len(details) > MAX_DETAILS_CHARS:
+                details = details[:MAX_DETAILS_CHARS] + f"... ({len(details)} characters)"
+            await context.abort(status_for(exc), details)
         except Exception:
             log.exception("internal error in %s", method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see the server log")
@@ -89,7 +95,8 @@ class EnvServicer(env_pb2_grpc.EnvServiceServicer):
 
     @_mapped
     async def CreateSession(self, request, context):
-        return env_pb2.CreateSessionResponse(session=session_pb(self.rt.create_session(request.env_id, request.task_id)))
+        info = await self.rt.acreate_session(request.env_id, request.task_id or None, request.lease_id or None)
+        return env_pb2.CreateSessionResponse(session=session_pb(info))
 
     @_mapped
     async def ListTools(self, request, context):
@@ -114,7 +121,7 @@ class EnvServicer(env_pb2_grpc.EnvServiceServicer):
 
     @_mapped
     async def Snapshot(self, request, context):
-        snap = await self.rt.asnapshot(request.session_id, export=request.export)
+        snap = await self.rt.asnapshot(request.session_id, export=request.export, ttl_s=request.ttl_s or None)
         return env_pb2.SnapshotResponse(snapshot_id=snap.snapshot_id, state_hash=snap.state_hash, data=snap.data or b"")
 
     @_mapped
@@ -157,7 +164,14 @@ class EnvServicer(env_pb2_grpc.EnvServiceServicer):
             active_sessions=s.active_sessions, max_sessions=s.max_sessions, tool_calls=s.tool_calls,
             tool_errors=s.tool_errors, sessions_created=s.sessions_created, sessions_expired=s.sessions_expired,
             rss_bytes=s.rss_bytes, env_ids=s.env_ids, draining=s.draining,
+            memory_budget_bytes=s.memory_budget_bytes, memory_used_bytes=s.memory_used_bytes,
+            snapshots=s.snapshots, workers=s.workers, sandbox_layers=s.sandbox_layers,
         )
+
+    @_mapped
+    async def KeepAlive(self, request, context):
+        ttl_s, sessions = await self.rt.akeep_alive(request.lease_id)
+        return env_pb2.KeepAliveResponse(ttl_s=ttl_s, sessions=sessions)
 
 
 def build_server(runtime: EnvRuntime, address: str) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
@@ -183,6 +197,7 @@ async def serve(runtime: EnvRuntime, host: str = "127.0.0.1", port: int = 50051,
                 on_ready: Callable[[int], None] | None = None, stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set (or forever); reports NOT_SERVING while draining, then closes the runtime."""
     server, bound, health_servicer = build_server(runtime, f"{host}:{port}")
+    await runtime.astart()
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -63,6 +63,8 @@ def _runtime_kind(exc: Exception) -> ErrorKind:
         return "invalid_argument"
     if isinstance(exc, errors.ResourceExhausted):
         return "exhausted"
+    if isinstance(exc, errors.Unavailable):
+        return "unavailable"
     return "failed"
 
 
@@ -86,7 +88,7 @@ class RuntimeBackend:
         from agentworld.runtime import errors
 
         try:
-            return self.runtime.create_session(env_id, task_id).session_id
+            return (await self.runtime.acreate_session(env_id, task_id)).session_id
         except errors.EnvError as exc:
             raise self._wrap(exc) from exc
 
@@ -121,7 +123,7 @@ class RuntimeBackend:
         from agentworld.runtime import errors
 
         try:
-            self.runtime.close_session(session_id)
+            await self.runtime.aclose_session(session_id)
         except errors.EnvError as exc:
             raise self._wrap(exc) from exc
 

@@ -1,4 +1,4 @@
-"""Import a bundle's app.py once per process, with its SQLAlchemy engine routed to session connections.
+"""Import a bundle's app.py in its environment zygote, with its SQLAlchemy engine routed to session connections.
 
 AWM-style apps create a module-level engine from DATABASE_PATH. While the module executes we replace
 `sqlalchemy.create_engine` with a factory whose connections come from a context variable: whichever
@@ -18,9 +18,10 @@ from typing import Any
 
 import sqlalchemy
 import sqlalchemy.engine
+from fastapi import FastAPI
 from sqlalchemy.pool import NullPool
 
-from agentworld.runtime.database import SessionConnection
+from agentworld.runtime.envcode.connection import SessionConnection
 from agentworld.runtime.errors import BundleLoadError
 
 _current_connection: contextvars.ContextVar[SessionConnection | None] = contextvars.ContextVar(
@@ -65,8 +66,6 @@ def _engine_routed() -> Iterator[None]:
 
 def import_app(env_id: str, source: str, filename: str, template: SessionConnection) -> tuple[types.ModuleType, Any]:
     """Execute app.py as module `agentworld_env_<env_id>` and return (module, FastAPI app)."""
-    from fastapi import FastAPI
-
     module_name = f"agentworld_env_{env_id}"
     module = types.ModuleType(module_name)
     module.__file__ = filename
