@@ -107,6 +107,10 @@ class EnvdProcess:
             return ""
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """End the process (idempotent)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
