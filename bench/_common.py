@@ -54,26 +54,36 @@ def progress() -> Progress:
                     console=err, transient=True)
 
 
-class EnvdProcess:
-    """`agentworld serve BUNDLE... --port P` as a separate process; waits for grpc.health.v1 SERVING."""
+class ServerProcess:
+    """An `agentworld` server command (serve, gateway) as a separate process on a fixed loopback port; waits for
+    grpc.health.v1 SERVING. `kill()` then `start()` again is a crash and a restart on the same address."""
 
-    def __init__(self, bundle_dirs: Iterable[Path], port: int | None = None, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, args: Sequence[str], port: int | None = None) -> None:
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.log_path = Path(tempfile.mkstemp(prefix="envd-bench-", suffix=".log")[1])
+        self.log_path = Path(tempfile.mkstemp(prefix=f"{args[0]}-bench-", suffix=".log")[1])
         entry = "import sys; from agentworld.cli import main; sys.argv[0] = 'agentworld'; main()"
-        self.argv = [sys.executable, "-c", entry, "serve", *map(str, bundle_dirs), "--port", str(self.port),
-                     *extra_args]
+        self.argv = [sys.executable, "-c", entry, *args, "--port", str(self.port)]
         self.proc: subprocess.Popen | None = None
         self.startup_ms = float("nan")
 
-    def __enter__(self) -> EnvdProcess:
+    @classmethod
+    def envd(cls, bundle_dirs: Iterable[Path], port: int | None = None, extra_args: Sequence[str] = ()
+             ) -> ServerProcess:
+        """`agentworld serve BUNDLE... --port P`."""
+        return cls(["serve", *map(str, bundle_dirs), *extra_args], port)
+
+    def start(self, wait: bool = True) -> ServerProcess:
         start = time.perf_counter()
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
-        self._wait_serving(timeout_s=90)
-        self.startup_ms = (time.perf_counter() - start) * 1000
+        if wait:
+            self._wait_serving(timeout_s=90)
+            self.startup_ms = (time.perf_counter() - start) * 1000
         return self
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
 
     @property
     def pid(self) -> int:
@@ -90,7 +100,7 @@ class EnvdProcess:
             while time.monotonic() < deadline:
                 assert self.proc is not None
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"envd exited with {self.proc.returncode}: {self.log_tail()}")
+                    raise RuntimeError(f"{self.argv[3]} exited with {self.proc.returncode}: {self.log_tail()}")
                 try:
                     status = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
                     if status == health_pb2.HealthCheckResponse.SERVING:
@@ -98,7 +108,7 @@ class EnvdProcess:
                 except grpc.RpcError:
                     pass
                 time.sleep(0.05)
-        raise RuntimeError(f"envd did not report SERVING within {timeout_s} s: {self.log_tail()}")
+        raise RuntimeError(f"{self.argv[3]} did not report SERVING within {timeout_s} s: {self.log_tail()}")
 
     def log_tail(self, n: int = 3000) -> str:
         try:
@@ -109,6 +119,12 @@ class EnvdProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing cleaned up."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
     def stop(self) -> None:
         """End the process (idempotent)."""
         if self.proc is not None and self.proc.poll() is None:
@@ -116,8 +132,7 @@ class EnvdProcess:
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+                self.kill()
         self.log_path.unlink(missing_ok=True)
 
 

@@ -1,41 +1,41 @@
-"""1,024 concurrent reference-policy episodes through the gateway: wall time, tool calls/s, CallTool p50/p99, memory.
+"""1,024 concurrent reference-policy episodes through the gateway: wall time, tool calls/s, CallTool p50/p99, memory,
+the gateway's cost, and a run through 2 gateway replicas with one SIGKILLed and restarted halfway.
 
-Starts `agentworld gateway --envs <mini_library> --replicas N` as a subprocess (its envd processes are its
-children), drives the episodes from this process with `AsyncEnvClient` + the rollout runner, and samples the RSS
-of every process (driver, gateway, each envd, verifier sandboxes) to report peaks. Baseline in the same run: the same
-episodes one at a time (concurrency 1), so the concurrent latencies can be read against an unloaded system.
+Starts N `agentworld serve` processes and `agentworld gateway --backend ...` processes in front of them, drives the
+episodes from this process with `AsyncEnvClient` + the rollout runner, and samples the RSS and CPU of every process.
+Runs, in this order (the direct and gateway runs alternate `--rounds` times, so drift of this VM's speed hits both):
+- `baseline_sequential`: episodes one at a time through the gateway (unloaded latencies);
+- `comparison_direct_to_envd`: the same 1,024 episodes split over the envd processes, no gateway hop;
+- `run`: the 1,024 episodes through one gateway: `gateway_wall_ratio` (its wall / the direct wall, summed over the
+  rounds) and `gateway_cpu_ms_per_call` (gateway CPU / RPCs it forwarded);
+- `replicas_restart_run`: through 2 gateway replicas (the client spreads calls round-robin over both); halfway, one
+  replica is SIGKILLed and started again on its port. Target: 0 errors, every reward 1.0.
 Prints one JSON object.
 
-    .venv/bin/python bench/rollouts.py [--episodes 1024] [--replicas 2] [--baseline-episodes 50]
+    .venv/bin/python bench/rollouts.py [--episodes 1024] [--replicas 2] [--baseline-episodes 50] [--rounds 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import psutil
+from _common import ServerProcess, env_note, import_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI_LIBRARY = ROOT.parent / "shared" / "awm" / "mini_library"
+PATIENT_BACKOFF_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4)  # resends spanning a replica's restart
 TARGET_P99_MS = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+TARGET_GATEWAY_CPU_MS_PER_CALL = 0.3
+TARGET_GATEWAY_WALL_RATIO = 1.1
+RPCS_PER_EPISODE = 4  # CreateSession, ListTools, Verify, CloseSession; plus one CallTool per step
 
 
 class MemorySampler:
@@ -132,15 +132,17 @@ def pct(values: list[float], q: float) -> float:
     return round(percentile(values, q), 3)
 
 
-async def run_batch(addresses: list[str], bundle, episodes: int, concurrency: int) -> dict:
-    """The episodes, spread round-robin over `addresses` (one client each), `concurrency` in flight in total."""
+async def run_batch(addresses: list[str], bundle, episodes: int, concurrency: int,
+                    halfway: threading.Event | None = None) -> dict:
+    """The episodes, spread round-robin over `addresses` (one client each), `concurrency` in flight in total;
+    `halfway` is set once half of them are done."""
     from rich.console import Console
 
     from agentworld.client import AsyncEnvClient
     from agentworld.rollout import EpisodeConfig, make_policy, plan_episodes, run_rollouts
     from agentworld.rollout.progress import rollout_progress
 
-    clients = [AsyncEnvClient(a, timeout=120.0) for a in addresses]
+    clients = [AsyncEnvClient(a, timeout=120.0, retry_backoff=PATIENT_BACKOFF_S) for a in addresses]
     try:
         envs = await clients[0].list_envs()
         per_task = -(-episodes // len(bundle.tasks))
@@ -148,7 +150,19 @@ async def run_batch(addresses: list[str], bundle, episodes: int, concurrency: in
         specs = sorted(specs, key=lambda s: (s.repeat, s.task_id))[:episodes]  # interleave tasks
         shares = [specs[i :: len(clients)] for i in range(len(clients))]
         policy = make_policy("reference")
-        with rollout_progress(Console(stderr=True), len(specs)) as advance:
+        finished = 0
+
+        def count(_t: object) -> None:
+            nonlocal finished
+            finished += 1
+            if halfway is not None and finished >= len(specs) // 2:
+                halfway.set()
+
+        with rollout_progress(Console(stderr=True), len(specs)) as bar:
+            def advance(t: object) -> None:
+                count(t)
+                bar(t)
+
             t0 = time.perf_counter()
             parts = await asyncio.gather(*(
                 run_rollouts(c, policy, share, EpisodeConfig(), concurrency=max(1, concurrency // len(clients)),
@@ -178,117 +192,128 @@ async def run_batch(addresses: list[str], bundle, episodes: int, concurrency: in
                       "p99": pct([t.timings.verify_ms for t in trajs], 99)},
         "episode_ms": {"p50": pct([t.timings.total_ms for t in trajs], 50),
                        "p99": pct([t.timings.total_ms for t in trajs], 99)},
+        "rpcs": len(calls) + RPCS_PER_EPISODE * len(trajs),
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
         "not_reward_1": sum(1 for t in trajs if t.reward != 1.0),
     }
 
 
-def envd_addresses(gateway_pid: int) -> list[str]:
-    """The gateway's envd children, by their listening sockets (for the run that bypasses the gateway)."""
-    found = []
-    for child in psutil.Process(gateway_pid).children(recursive=True):
-        try:
-            if MemorySampler.role(child) != "envd":
-                continue
-            ports = sorted(c.laddr.port for c in child.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN)
-        except psutil.Error:
-            continue
-        found.extend(f"127.0.0.1:{p}" for p in ports[:1])
-    return sorted(found)
+def gateway_run(addresses: list[str], bundle, episodes: int, concurrency: int, gateway: ServerProcess) -> dict:
+    """The episodes through one gateway, with the CPU seconds of the gateway and its router child over the run."""
+    before = tree_cpu_s(gateway.pid)
+    out = asyncio.run(run_batch(addresses, bundle, episodes, concurrency))
+    out["gateway_cpu_s"] = round(tree_cpu_s(gateway.pid) - before, 3)
+    return out
 
 
-def wait_ready(address: str, proc: subprocess.Popen, timeout_s: float = 120.0) -> None:
-    from agentworld.client import EnvClient, EnvClientError
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants (the gateway and agentworld-router)."""
+    root = psutil.Process(pid)
+    return sum(t.user + t.system for t in (p.cpu_times() for p in [root, *root.children(recursive=True)]))
 
-    deadline = time.monotonic() + timeout_s
-    with EnvClient(address, timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {proc.returncode}")
-            try:
-                if client.list_envs() and client.get_stats().active_sessions >= 0:
-                    return
-            except EnvClientError:
-                pass
-            time.sleep(0.25)
-    raise TimeoutError(f"gateway at {address} not ready within {timeout_s:.0f} s")
+
+def restart_run(backends: list[str], bundle, episodes: int, concurrency: int) -> dict:
+    """Through 2 gateway replicas; halfway one is SIGKILLed and restarted on its port."""
+    replicas = [ServerProcess(gateway_args(backends)).start() for _ in range(2)]
+    halfway = threading.Event()
+    restarted: dict[str, float] = {}
+
+    def crash_and_restart() -> None:
+        if not halfway.wait(timeout=600):
+            return
+        t0 = time.perf_counter()
+        replicas[0].kill()
+        replicas[0].start()
+        restarted["down_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+
+    restarter = threading.Thread(target=crash_and_restart, daemon=True)
+    restarter.start()
+    try:
+        out = asyncio.run(run_batch([",".join(r.address for r in replicas)], bundle, episodes, concurrency, halfway))
+        restarter.join(timeout=120)
+    finally:
+        for r in replicas:
+            r.stop()
+    out["route"] = f"client -> 2 gateway replicas (round-robin) -> {len(backends)} envd"
+    out["replica_restarted"] = bool(restarted)
+    out["replica_down_ms"] = restarted.get("down_ms")
+    return out
+
+
+def gateway_args(backends: list[str]) -> list[str]:
+    return ["gateway", *(a for b in backends for a in ("--backend", b))]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=1024)
     parser.add_argument("--concurrency", type=int, default=None, help="default: all episodes at once")
-    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--replicas", type=int, default=2, help="envd processes")
     parser.add_argument("--baseline-episodes", type=int, default=50)
-    parser.add_argument("--no-direct-comparison", action="store_true", help="skip the run that bypasses the gateway")
-
+    parser.add_argument("--rounds", type=int, default=2, help="alternating direct/gateway runs")
     args = parser.parse_args()
+    concurrency = args.concurrency or args.episodes
 
     from agentworld.bundle import load_bundle
-    from agentworld.bundle.awm_import import import_awm
+    from agentworld.gateway.router import find_router
+    from agentworld.runtime.types import available_cpus
 
     with tempfile.TemporaryDirectory(prefix="aw-bench-rollouts-") as tmp:
-        (bundle_dir,) = import_awm(MINI_LIBRARY, Path(tmp) / "bundles")
+        bundle_dir = import_bundle(MINI_LIBRARY, Path(tmp) / "bundles")
         bundle = load_bundle(bundle_dir)
-        log_path = Path(tmp) / "gateway.log"
-        log = open(log_path, "w")  # noqa: SIM115 - closed below
-        for attempt in range(3):  # a replica that dies while starting fails the whole gateway: try again
-            port = free_port()
-            address = f"127.0.0.1:{port}"
-            cmd = [sys.executable, "-m", "agentworld", "gateway", "--envs", str(bundle_dir),
-                   "--replicas", str(args.replicas), "--port", str(port)]
-            gateway = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                wait_ready(address, gateway)
-                break
-            except (RuntimeError, TimeoutError) as exc:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(gateway.pid, signal.SIGKILL)  # the gateway and the envd processes it started
-                gateway.wait()
-                tail = log_path.read_text(errors="replace").splitlines()[-3:]
-                print(f"gateway start attempt {attempt + 1} failed: {exc}: {tail}", file=sys.stderr)
-        else:
-            raise SystemExit("the gateway did not start (see messages above)")
+        workers = str(max(1, available_cpus() // args.replicas))
+        envds = [ServerProcess.envd([bundle_dir], extra_args=["--node-id", f"envd-{i}", "--workers", workers])
+                 for i in range(args.replicas)]
+        for e in envds:
+            e.start()
+        backends = [e.address for e in envds]
+        gateway = ServerProcess(gateway_args(backends)).start()
         try:
-            baseline = asyncio.run(run_batch([address], bundle, args.baseline_episodes, 1))
-            mem = MemorySampler([os.getpid(), gateway.pid])
+            baseline = asyncio.run(run_batch([gateway.address], bundle, args.baseline_episodes, 1))
+            mem = MemorySampler([os.getpid(), gateway.pid, *(e.pid for e in envds)])
             mem.sample()
             cpu_start = dict(mem.cpu)
+            direct_runs, gateway_runs = [], []
             with mem:
-                main_run = asyncio.run(run_batch([address], bundle, args.episodes, args.concurrency or args.episodes))
-            for r in (baseline, main_run):
-                r["route"] = f"client -> gateway -> {args.replicas} envd"
-            direct_run = None
-            if not args.no_direct_comparison:
-                backends = envd_addresses(gateway.pid)
-                direct_run = asyncio.run(run_batch(backends, bundle, args.episodes, args.concurrency or args.episodes))
-                direct_run["route"] = f"client -> envd directly, episodes split over {len(backends)} (no gateway hop)"
+                for _ in range(args.rounds):
+                    direct_runs.append(asyncio.run(run_batch(backends, bundle, args.episodes, concurrency)))
+                    gateway_runs.append(gateway_run([gateway.address], bundle, args.episodes, concurrency, gateway))
+            replicas_run = restart_run(backends, bundle, args.episodes, concurrency)
         finally:
-            gateway.terminate()
-            try:
-                gateway.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(gateway.pid, signal.SIGKILL)
-            log.close()
-        gateway_log_tail = (Path(tmp) / "gateway.log").read_text(errors="replace").splitlines()[-2:]
+            gateway.stop()
+            for e in envds:
+                e.stop()
+    main_run, direct_run = gateway_runs[-1], direct_runs[-1]
+    main_run["route"] = baseline["route"] = f"client -> gateway -> {args.replicas} envd"
+    direct_run["route"] = f"client -> envd directly, episodes split over {args.replicas} (no gateway hop)"
+    wall_ratio = sum(r["wall_s"] for r in gateway_runs) / sum(r["wall_s"] for r in direct_runs)
+    cpu_per_call = 1000 * sum(r["gateway_cpu_s"] for r in gateway_runs) / sum(r["rpcs"] for r in gateway_runs)
     p99 = main_run["call_tool_ms"]["p99"]
+    replicas_ok = replicas_run["errors"] == 0 and replicas_run["not_reward_1"] == 0
     result = {
         "bench": "rollouts",
-        "target": f"gateway ({args.replicas} envd processes, local pool)",
+        "target": f"{args.replicas} envd processes; one gateway; 2 gateway replicas with a restart",
         "policy": "reference",
         "env": bundle.env_id,
-        "cpus": os.cpu_count(),
-        "load_avg_1m": round(os.getloadavg()[0], 2),
+        **env_note(),
         "run": main_run,
         "baseline_sequential": baseline,
         "comparison_direct_to_envd": direct_run,
+        "replicas_restart_run": replicas_run,
+        "gateway_wall_ratio": round(wall_ratio, 3),
+        "gateway_wall_ratios_by_round": [round(g["wall_s"] / d["wall_s"], 3)
+                                         for g, d in zip(gateway_runs, direct_runs, strict=True)],
+        "gateway_cpu_ms_per_call": round(cpu_per_call, 3),
+        "gateway_data_plane": "agentworld-router" if find_router() else "python (router not built: make router)",
         "peak_rss_mb": mem.report(),
-        "cpu_s_during_run": mem.cpu_report(cpu_start),
-        "call_tool_p99_target_ms": TARGET_P99_MS,
-        "meets_target": p99 <= TARGET_P99_MS and main_run["errors"] == 0,
-        "gateway_log_tail": gateway_log_tail,
+        "cpu_s_during_runs": mem.cpu_report(cpu_start),
+        "targets": {
+            "call_tool_p99_ms": [TARGET_P99_MS, p99 <= TARGET_P99_MS and main_run["errors"] == 0],
+            "gateway_wall_ratio": [TARGET_GATEWAY_WALL_RATIO, wall_ratio <= TARGET_GATEWAY_WALL_RATIO],
+            "gateway_cpu_ms_per_call": [TARGET_GATEWAY_CPU_MS_PER_CALL, cpu_per_call <= TARGET_GATEWAY_CPU_MS_PER_CALL],
+            "replicas_restart_run.errors": [0, replicas_ok],
+        },
     }
     print(json.dumps(result, indent=2))
 

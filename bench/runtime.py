@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.runtime.hostile_env: the runaway routes
 
 from _common import (  # noqa: E402
-    EnvdProcess,
+    ServerProcess,
     emit,
     env_note,
     err,
@@ -480,8 +480,8 @@ def main() -> int:
 
         result.update(bench_blocking_api(bundle_dir, n_ops))
         result.update(bench_app_alone(bundle_dir, work, n_ops))
-        with EnvdProcess([bundle_dir, hostile_dir], extra_args=["--workers", "1"]) as one, \
-                EnvdProcess([bundle_dir, hostile_dir], extra_args=["--workers", "2"]) as envd:
+        with ServerProcess.envd([bundle_dir, hostile_dir], extra_args=["--workers", "1"]) as one, \
+                ServerProcess.envd([bundle_dir, hostile_dir], extra_args=["--workers", "2"]) as envd:
             result["envd_startup_ms"] = round(envd.startup_ms, 1)
             result.update(bench_calltool({1: one.address, 2: envd.address}, env_id, args.quick))
             result.update(bench_respawn(one.address, 5 if args.quick else 20))

@@ -2,7 +2,8 @@
 # BASE_IMAGE defaults to the registry-free local base (`make base-image`, built from Debian packages);
 # with registry access, pass e.g. --build-arg BASE_IMAGE=python:3.11-slim. Its Python must be 3.11 (the wheels').
 # Build context (made by `agentworld images build`): wheels/deps/ (dependency wheels, pip.whl, requirements.txt)
-# and wheels/app/ (the agentworld wheel). No network is needed inside the build: pip runs with --no-index.
+# wheels/app/ (the agentworld wheel) and bin/ (agentworld-router, when built). No network is needed inside the
+# build: pip runs with --no-index.
 ARG BASE_IMAGE=agentworld/python-base:local
 FROM ${BASE_IMAGE}
 
@@ -30,6 +31,8 @@ RUN for w in /tmp/app/agentworld-*.whl; do \
         python /tmp/app/pip.whl/pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check "$w"; \
     done \
  && rm -rf /tmp/app
+# The gateway's Go data plane (a static binary; the directory is empty when it was not built).
+COPY bin/ /opt/agentworld/bin/
 
 LABEL org.opencontainers.image.title="agentworld-runtime" \
       org.opencontainers.image.description="envd: synthesised tool-using environments served over gRPC" \

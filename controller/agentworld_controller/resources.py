@@ -9,14 +9,20 @@ from typing import Any
 from agentworld_controller.constants import (
     API_VERSION,
     CONTAINER_NAME,
+    ENV_POD_NAME,
+    ENV_TOKEN_FILE,
+    GRPC_PORT_NAME,
     KIND,
     LABEL_MANAGED_BY,
     LABEL_POOL,
     LABEL_TEMPLATE_HASH,
     MANAGED_BY,
     RUN_AS_USER,
+    TOKEN_MOUNT_DIR,
 )
 from agentworld_controller.spec import PoolSpec
+
+TOKEN_VOLUME = "auth-token"
 
 
 def owner_reference(pool: dict[str, Any]) -> dict[str, Any]:
@@ -39,9 +45,13 @@ def _container(spec: PoolSpec) -> dict[str, Any]:
         {"name": "AGENTWORLD_MAX_SESSIONS", "value": str(spec.sessions_per_pod)},
         {"name": "AGENTWORLD_IDLE_TTL_S", "value": str(spec.idle_session_ttl_seconds)},
         {"name": "AGENTWORLD_PORT", "value": str(spec.port)},
-        {"name": "AGENTWORLD_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "AGENTWORLD_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    if spec.auth_token_secret:
+        env.append({"name": ENV_TOKEN_FILE, "value": f"{TOKEN_MOUNT_DIR}/{spec.auth_token_secret.key}"})
+        mounts.append({"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT_DIR, "readOnly": True})
     if spec.envs:
         env.append({"name": "AGENTWORLD_ENVS", "value": ",".join(spec.envs)})
     env += [{"name": e.name, "value": e.value} for e in spec.env]
@@ -53,7 +63,7 @@ def _container(spec: PoolSpec) -> dict[str, Any]:
         # Appended to the env image's entrypoint (`agentworld serve /bundles --host 0.0.0.0 --port 50051`).
         "args": ["--port", str(spec.port), "--max-sessions", str(spec.sessions_per_pod),
                  "--idle-ttl", str(spec.idle_session_ttl_seconds)],
-        "ports": [{"name": "grpc", "containerPort": spec.port, "protocol": "TCP"}],
+        "ports": [{"name": GRPC_PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}],
         "env": env,
         "securityContext": {
             "runAsNonRoot": True,
@@ -68,7 +78,7 @@ def _container(spec: PoolSpec) -> dict[str, Any]:
         "startupProbe": {**grpc_probe, "periodSeconds": 2, "failureThreshold": 60},
         "readinessProbe": {**grpc_probe, "periodSeconds": 5, "failureThreshold": 2},
         "livenessProbe": {**grpc_probe, "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 5},
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": mounts,
     }
     if spec.resources:
         container["resources"] = {k: dict(v) for k, v in spec.resources.items()}
@@ -93,6 +103,10 @@ def pod_template(spec: PoolSpec) -> dict[str, Any]:
         # Session databases live in /tmp (envd's state directory): memory-backed, so they never touch a disk.
         "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}}],
     }
+    if spec.auth_token_secret:  # a directory mount, not subPath: kubelet updates it when the Secret rotates
+        secret = spec.auth_token_secret
+        pod_spec["volumes"].append({"name": TOKEN_VOLUME, "secret": {
+            "secretName": secret.name, "items": [{"key": secret.key, "path": secret.key}], "defaultMode": 0o440}})
     if spec.runtime_class_name:
         pod_spec["runtimeClassName"] = spec.runtime_class_name
     if sched.node_selector:
@@ -156,7 +170,7 @@ def build_service(pool: dict[str, Any], spec: PoolSpec) -> dict[str, Any]:
         "spec": {
             "clusterIP": "None",
             "selector": selector_labels(pool["metadata"]["name"]),
-            "ports": [{"name": "grpc", "port": spec.port, "targetPort": "grpc", "protocol": "TCP"}],
+            "ports": [{"name": GRPC_PORT_NAME, "port": spec.port, "targetPort": GRPC_PORT_NAME, "protocol": "TCP"}],
             "publishNotReadyAddresses": False,
         },
     }

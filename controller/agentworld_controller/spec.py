@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agentworld_controller.constants import DEFAULT_GRPC_PORT, TOKEN_SECRET_KEY
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
@@ -32,6 +34,13 @@ class EnvVar(_Model):
     value: str = ""
 
 
+class AuthTokenSecret(_Model):
+    """The Secret whose key holds envd's bearer tokens (one per line): the gateway presents one of them."""
+
+    name: str = Field(min_length=1)
+    key: str = TOKEN_SECRET_KEY
+
+
 class Disruption(_Model):
     max_unavailable: int | str = Field(1, alias="maxUnavailable")
 
@@ -44,10 +53,11 @@ class PoolSpec(_Model):
     sessions_per_pod: int = Field(64, alias="sessionsPerPod", ge=1)
     idle_session_ttl_seconds: int = Field(600, alias="idleSessionTTLSeconds", ge=0)
     drain_grace_period_seconds: int = Field(300, alias="drainGracePeriodSeconds", ge=0)
-    port: int = Field(50051, ge=1, le=65535)
+    port: int = Field(DEFAULT_GRPC_PORT, ge=1, le=65535)
     autoscaling: Autoscaling | None = None
     resources: dict[str, dict[str, int | str]] = Field(default_factory=dict)
     runtime_class_name: str | None = Field(None, alias="runtimeClassName")
+    auth_token_secret: AuthTokenSecret | None = Field(None, alias="authTokenSecret")
     env: list[EnvVar] = Field(default_factory=list)
     pod_labels: dict[str, str] = Field(default_factory=dict, alias="podLabels")
     pod_annotations: dict[str, str] = Field(default_factory=dict, alias="podAnnotations")

@@ -193,12 +193,12 @@ def _free_port() -> int:
 
 
 def test_idempotent_calls_retry_until_server_is_back(mini_bundle: Bundle) -> None:
-    """ListEnvs retries on UNAVAILABLE with backoff; CreateSession (changes state) fails at once."""
+    """ListEnvs retries on UNAVAILABLE with backoff; Snapshot (a repeat would make a second one) fails at once."""
     port = _free_port()
     with EnvClient(f"127.0.0.1:{port}", retry_backoff=(0.05, 0.1, 0.2)) as quick:
         started = time.monotonic()
         with pytest.raises(UnavailableError):
-            quick.create_session(ENV)
+            quick.session("s-0123456789abcdef01234567@envd-0").snapshot()
         assert time.monotonic() - started < 0.3  # not retried
         started = time.monotonic()
         with pytest.raises(UnavailableError):

@@ -23,8 +23,11 @@ def gw_bundle(gw_bundle_dir: Path) -> Bundle:
     return load_bundle(gw_bundle_dir)
 
 
-def start_pool_gateway(bundle_dir: Path, replicas: int = 2, **gateway_options: object) -> tuple[RunningGateway, ProcessSource]:
+def start_pool_gateway(bundle_dir: Path, replicas: int = 2, respawn_backoff_s: tuple[float, ...] | None = None,
+                       **gateway_options: object) -> tuple[RunningGateway, ProcessSource]:
     source = ProcessSource.for_bundles([bundle_dir], replicas, serve_args=["--verifier-workers", "1"])
+    if respawn_backoff_s is not None:
+        source.respawn_backoff_s = respawn_backoff_s
     gateway = Gateway(health_interval_s=0.5, **gateway_options)  # type: ignore[arg-type]
     return serve_in_thread(gateway, [source]), source
 

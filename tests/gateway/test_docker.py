@@ -31,8 +31,8 @@ def test_gateway_over_docker_containers(gw_bundle_dir: Path) -> None:
                 group[0].call_tool("renew_loan", {"loan_id": 1})
                 assert group[0].verify().outcome == "complete"
             a, b = client.create_session(ENV), client.create_session(ENV)
-            home = registry.sessions[a.session_id]
-            assert registry.sessions[b.session_id] is not home
+            home = registry.route(a.session_id)
+            assert registry.route(b.session_id) is not home
             victim = next(c for c in source.docker.backends if c.address == home.address)
             engine.containers.get(victim.container_id).kill()
             with pytest.raises(UnavailableError, match=a.session_id):

@@ -15,7 +15,7 @@ from .conftest import ENV, start_pool_gateway
 
 
 def test_killed_backends_fail_only_their_sessions(gw_bundle_dir: Path) -> None:
-    running, source = start_pool_gateway(gw_bundle_dir, replicas=3)
+    running, source = start_pool_gateway(gw_bundle_dir, replicas=3, respawn_backoff_s=(600.0,))  # no respawn here
     try:
         registry = running.gateway.registry
         first, second, third = source.pool.members
@@ -23,7 +23,7 @@ def test_killed_backends_fail_only_their_sessions(gw_bundle_dir: Path) -> None:
             sessions = [client.create_session(ENV, "task_1") for _ in range(9)]
             for s in sessions:  # mid-episode: the first step is done everywhere
                 assert not s.call_tool("list_my_loans", {"status": "active"}).is_error
-            home = {s.session_id: registry.sessions[s.session_id].address for s in sessions}
+            home = {s.session_id: registry.route(s.session_id).address for s in sessions}
             doomed = [s for s in sessions if home[s.session_id] == first.address]
             assert len(doomed) == 3
 
@@ -49,7 +49,7 @@ def test_killed_backends_fail_only_their_sessions(gw_bundle_dir: Path) -> None:
                 on_second[0].state_hash()
 
             fresh = [client.create_session(ENV) for _ in range(3)]  # new sessions go to the live backend
-            assert {registry.sessions[s.session_id].address for s in fresh} == {third.address}
+            assert {registry.route(s.session_id).address for s in fresh} == {third.address}
             assert client.get_stats().max_sessions == 4096  # one backend left
             for s in sessions + fresh:
                 s.close()  # closing a lost session is not an error

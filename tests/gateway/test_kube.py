@@ -21,7 +21,8 @@ import pytest
 from agentworld.bundle import Bundle
 from agentworld.client import EnvClient, UnavailableError
 from agentworld.gateway import Gateway, RunningGateway, serve_in_thread
-from agentworld.gateway.kube import ANN_ACTIVE_SESSIONS, ANN_ENDPOINT, LABEL_DRAINING, KubernetesSource, pod_selector
+from agentworld.gateway.kube import KubernetesSource, pod_selector
+from agentworld_controller.constants import ANN_ACTIVE_SESSIONS, ANN_ENDPOINT, LABEL_DRAINING
 
 from ..conftest import missing_infrastructure
 from .conftest import ENV
@@ -99,7 +100,7 @@ def test_pods_of_envpools_become_backends(kube: tuple[Any, Any, Path], gw_bundle
 
         with EnvClient(running.address) as client:
             sessions = [client.create_session(ENV, "task_1") for _ in range(4)]
-            on = {s.session_id: registry.sessions[s.session_id].address for s in sessions}
+            on = {s.session_id: registry.route(s.session_id).address for s in sessions}
             assert sorted(list(on.values()).count(e.address) for e in envds[:2]) == [2, 2]
             # The session count the controller scales on is published on each pod.
             _wait("active-sessions annotations", lambda: all(
@@ -110,7 +111,7 @@ def test_pods_of_envpools_become_backends(kube: tuple[Any, Any, Path], gw_bundle
             core.patch_namespaced_pod("envd-a", NS, {"metadata": {"labels": {LABEL_DRAINING: "true"}}})
             _wait("drain seen", lambda: registry.backends[envds[0].address].draining)
             fresh = [client.create_session(ENV) for _ in range(3)]
-            assert {registry.sessions[s.session_id].address for s in fresh} == {envds[1].address}
+            assert {registry.route(s.session_id).address for s in fresh} == {envds[1].address}
             old_a = [s for s in sessions if on[s.session_id] == envds[0].address]
             assert not old_a[0].call_tool("renew_loan", {"loan_id": 1}).is_error
 
@@ -125,7 +126,7 @@ def test_pods_of_envpools_become_backends(kube: tuple[Any, Any, Path], gw_bundle
                     s.state_hash()
             assert old_a[0].verify().outcome == "complete"
             s = client.create_session(ENV)
-            assert registry.sessions[s.session_id].address == envds[2].address  # a is draining, b is gone
+            assert registry.route(s.session_id).address == envds[2].address  # a is draining, b is gone
     finally:
         if running is not None:
             running.stop()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from agentworld.client import EnvClient
+from tests.waiting import wait_until
 
 from .conftest import ENV
 
@@ -26,6 +27,17 @@ def _children(pid: int) -> set[int]:
         text = (task / "children").read_text().split()
         kids |= {int(k) for k in text}
     return kids
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _envds(pid: int) -> set[int]:
+    return {c for c in _children(pid) if " serve " in _cmdline(c)}
 
 
 def _alive(pid: int) -> bool:
@@ -74,9 +86,10 @@ def test_up_serves_then_ctrl_c_cleans_up(up_process: tuple[subprocess.Popen[str]
         assert [e.env_id for e in client.list_envs()] == [ENV]
         session.call_tool("renew_loan", {"loan_id": 1})
         assert session.verify().outcome == "complete"
-    time.sleep(0.5)  # let the second replica finish spawning (up is ready at the first)
+    # up is ready at the first replica: wait for the second (the router, its data plane, is a child too)
+    wait_until(lambda: len(_envds(proc.pid)) == 2, "both envd replicas")
     children = _children(proc.pid)
-    assert len(children) == 2
+    assert any("agentworld-router" in _cmdline(c) for c in children)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=20) == 0
     assert not _wait_gone(children), "envd processes outlived `agentworld up`"
@@ -84,9 +97,8 @@ def test_up_serves_then_ctrl_c_cleans_up(up_process: tuple[subprocess.Popen[str]
 
 def test_killed_up_takes_its_children_along(up_process: tuple[subprocess.Popen[str], str]) -> None:
     proc, _ = up_process
-    time.sleep(0.5)
+    wait_until(lambda: len(_envds(proc.pid)) == 2, "both envd replicas")
     children = _children(proc.pid)
-    assert children
     proc.kill()  # no chance to clean up: the kernel's parent-death signal must do it
     proc.wait()
     assert not _wait_gone(children), "orphaned envd processes after SIGKILL of `agentworld up`"

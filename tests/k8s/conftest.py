@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +57,12 @@ def chart(cluster: Any) -> dict[str, Any]:
 class ControllerProcess:
     """The controller as a separate process (restartable), authenticated as the chart's ServiceAccount."""
 
-    def __init__(self, cluster: Any, kubeconfig: Path, log_path: Path) -> None:
+    def __init__(self, cluster: Any, kubeconfig: Path, log_path: Path, extra_args: Sequence[str] = ()) -> None:
         self.cluster, self.kubeconfig, self.log_path = cluster, kubeconfig, log_path
+        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.returncode: int | None = None  # of the last process, once stopped
 
     def start(self) -> None:
         with socket.socket() as s:
@@ -70,7 +72,8 @@ class ControllerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agentworld_controller", f"--kubeconfig={self.kubeconfig}",
              f"--metrics-addr=127.0.0.1:{self.port}", "--resync-seconds=5", "--watch-timeout-seconds=20",
-             "--log-level=INFO"], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+             "--log-level=INFO", *self.extra_args], stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
         end = time.monotonic() + 30
         while time.monotonic() < end:
             if self.proc.poll() is not None:
@@ -98,6 +101,14 @@ class ControllerProcess:
     def metrics(self) -> dict[str, Any]:
         return json.loads(self._get("/metrics.json"))
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs (a crashed process or a lost node)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.returncode = self.proc.returncode if self.proc else None
+        self.proc = None
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -106,6 +117,7 @@ class ControllerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.returncode = self.proc.returncode if self.proc else None
         self.proc = None
 
 

@@ -269,10 +269,15 @@ def test_chart_lint_and_template(cluster: Any, chart: Any) -> None:
         t = subprocess.run([helm, "template", "aw", str(CHART), "--namespace", "ns1", "--include-crds", *extra],
                            capture_output=True, text=True)
         assert t.returncode == 0, t.stderr
+        # Authentication is on by default: a generated token Secret, the gateway requires and presents it.
+        assert "kind: Secret" in t.stdout and "--auth-token-file=/var/run/agentworld/auth/tokens" in t.stdout
         # The rendered manifests are valid for the real API server.
         dry = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=t.stdout.replace(
             "namespace: ns1", "namespace: default"), check=False)
         assert dry.returncode == 0, dry.stderr
+    off = subprocess.run([helm, "template", "aw", str(CHART), "--set", "auth.enabled=false"], capture_output=True,
+                         text=True)
+    assert off.returncode == 0 and "auth-token" not in off.stdout, off.stderr
 
 
 def test_pdb_budget_is_computed_through_the_scale_subresource(cluster: Any, controller: Any, api: Any,

@@ -111,3 +111,21 @@ def test_template_hash_changes_with_the_spec_only() -> None:
     b = resources.pod_template(parse_spec({"image": "i:1", "replicas": 9}))
     c = resources.pod_template(parse_spec({"image": "i:2", "replicas": 1}))
     assert resources.template_hash(a) == resources.template_hash(b) != resources.template_hash(c)
+
+
+def test_auth_token_secret_is_mounted_as_a_directory_and_named_to_envd() -> None:
+    from agentworld_controller.constants import ENV_TOKEN_FILE, TOKEN_MOUNT_DIR
+
+    spec = parse_spec({"image": "i:1", "authTokenSecret": {"name": "aw-auth"}})
+    pod = resources.pod_template(spec)["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env[ENV_TOKEN_FILE] == f"{TOKEN_MOUNT_DIR}/tokens"
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == TOKEN_MOUNT_DIR)
+    assert mount["readOnly"] and "subPath" not in mount  # subPath copies never see a rotated Secret
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "aw-auth"
+    # Without it the template (and so every existing pool's hash) is what it was.
+    plain = resources.pod_template(parse_spec({"image": "i:1"}))["spec"]
+    assert ENV_TOKEN_FILE not in {e["name"] for e in plain["containers"][0]["env"]}
+    assert [v["name"] for v in plain["volumes"]] == ["tmp"]

@@ -109,7 +109,8 @@ async def test_http_helpers_report_errors(mcp_url):
         assert envs[0]["env_id"] == ENV and len(envs[0]["tasks"]) == 10
         r = await http.post(f"{mcp_url}/envs/nope/sessions", json={})
         assert r.status_code == 404 and "nope" in r.json()["message"]
-        r = await http.post(f"{mcp_url}/envs/{ENV}/sessions", content=b"[1]")
+        r = await http.post(f"{mcp_url}/envs/{ENV}/sessions", content=b"[1]",
+                            headers={"Content-Type": "application/json"})
         assert r.status_code == 400
         # Loopback servers refuse other Host headers (DNS rebinding): a web page cannot drive the tools.
         init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {

@@ -114,5 +114,6 @@ def test_one_message_size_limit_everywhere():
 
     client_limits = {v for k, v in CHANNEL_OPTIONS if k.endswith("message_length")}
     assert client_limits == {limits.MAX_MESSAGE_BYTES}
-    assert grpc_server.MAX_MESSAGE_BYTES is gateway_server.MAX_MESSAGE_BYTES is limits.MAX_MESSAGE_BYTES
+    assert grpc_server.GRPC_SERVER_OPTIONS is gateway_server.GRPC_SERVER_OPTIONS is limits.GRPC_SERVER_OPTIONS
+    assert {v for k, v in limits.GRPC_SERVER_OPTIONS if k.endswith("message_length")} == {limits.MAX_MESSAGE_BYTES}
     assert limits.MAX_DATABASE_BYTES < limits.MAX_MESSAGE_BYTES  # an exported snapshot always fits in a message

@@ -16,3 +16,4 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{- define "agentworld.controllerName" -}}{{ include "agentworld.fullname" . }}-controller{{- end -}}
 {{- define "agentworld.gatewayName" -}}{{ include "agentworld.fullname" . }}-gateway{{- end -}}
+{{- define "agentworld.authSecretName" -}}{{ .Values.auth.existingSecret | default (printf "%s-auth" (include "agentworld.fullname" .)) }}{{- end -}}

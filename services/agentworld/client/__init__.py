@@ -14,9 +14,11 @@
         group = client.create_group(env.env_id, task.task_id, 8)  # 8 identical starting states (GRPO)
         group.close()
 
-`AsyncEnvClient` has the same surface with `await` (`await session.tools`, `async with`). Read-only calls are
-retried on UNAVAILABLE (50/100/200 ms); calls that change state are not. Failures raise typed subclasses of
-`agentworld.client.errors.EnvClientError` carrying `.code` and the server's message.
+`AsyncEnvClient` has the same surface with `await` (`await session.tools`, `async with`). Calls are resent on
+UNAVAILABLE (backing off from 50 ms for about 6 s, e.g. while a gateway replica restarts): reads, Reset, Restore,
+Close, CreateSession, and CallTool, whose call id makes envd run it once however often it arrives; Fork and
+Snapshot are not. Failures raise typed subclasses of `agentworld.client.errors.EnvClientError` carrying `.code`
+and the server's message. `EnvClient("10.0.0.1:50050,10.0.0.2:50050")` spreads calls over gateway replicas.
 
 Each client holds a lease: its sessions are created under it and a background keepalive renews it, so when the
 client's process dies its sessions are closed by the server within one lease TTL (30 s by default) instead of
@@ -36,6 +38,7 @@ from .errors import (
     InvalidArgumentError,
     NotFoundError,
     ResourceExhaustedError,
+    UnauthenticatedError,
     UnavailableError,
 )
 from .sync import EnvClient, Session, SessionGroup
@@ -63,6 +66,7 @@ __all__ = [
     "Stats",
     "TaskInfo",
     "ToolResult",
+    "UnauthenticatedError",
     "UnavailableError",
     "Verdict",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -22,15 +23,24 @@ R = TypeVar("R")
 TOOL_DEADLINE_MARGIN_S = 5.0
 
 
+# Methods safe to send again after UNAVAILABLE (a gateway replica restarting, a lost reply): reads; calls whose
+# repeat ends in the same state (Reset, Restore, Close); CallTool, whose call id envd deduplicates; and
+# CreateSession (a lost reply may leave an unused session under the client's lease, closed with it). Fork and
+# Snapshot are not (gRPC itself still transparently retries a request that provably never left the client).
+RESENDABLE = frozenset({"ListEnvs", "CreateSession", "ListTools", "CallTool", "Reset", "Restore", "Verify",
+                        "GetStateHash", "CloseSession", "GetStats", "KeepAlive"})
+
+
 @dataclass(frozen=True)
 class Call(Generic[R]):
     method: str  # attribute of EnvServiceStub
     request: Any
     convert: Callable[[Any], R]
-    # Read-only calls: retried on UNAVAILABLE. Calls that change state are never retried by us (gRPC itself still
-    # transparently retries a request that provably never left the client).
-    idempotent: bool = False
     min_deadline_s: float | None = None  # the RPC deadline is at least this long
+
+    @property
+    def retryable(self) -> bool:
+        return self.method in RESENDABLE
 
 
 def session_info(msg: pb.SessionInfo) -> SessionInfo:
@@ -71,7 +81,7 @@ def _arguments_json(arguments: dict[str, Any] | str | None) -> str:
 
 
 def list_envs() -> Call[list[EnvInfo]]:
-    return Call("ListEnvs", pb.ListEnvsRequest(), lambda r: [env_info(e) for e in r.envs], idempotent=True)
+    return Call("ListEnvs", pb.ListEnvsRequest(), lambda r: [env_info(e) for e in r.envs])
 
 
 def create_session(env_id: str, task_id: str | None, lease_id: str | None = None) -> Call[SessionInfo]:
@@ -84,23 +94,26 @@ def create_session(env_id: str, task_id: str | None, lease_id: str | None = None
 
 def keep_alive(lease_id: str) -> Call[float]:
     """Renew a lease; returns the server's lease TTL in seconds."""
-    return Call("KeepAlive", pb.KeepAliveRequest(lease_id=lease_id), lambda r: r.ttl_s, idempotent=True)
+    return Call("KeepAlive", pb.KeepAliveRequest(lease_id=lease_id), lambda r: r.ttl_s)
 
 
 def list_tools(session_id: str) -> Call[list[dict[str, Any]]]:
     return Call(
-        "ListTools", pb.ListToolsRequest(session_id=session_id), lambda r: [tool_dict(t) for t in r.tools], True
+        "ListTools", pb.ListToolsRequest(session_id=session_id), lambda r: [tool_dict(t) for t in r.tools]
     )
 
 
 def call_tool(
-    session_id: str, name: str, arguments: dict[str, Any] | str | None, timeout_s: float | None
+    session_id: str, name: str, arguments: dict[str, Any] | str | None, timeout_s: float | None,
+    call_id: str | None = None,
 ) -> Call[ToolResult]:
+    """One tool call with its own call id (fresh unless given): resending it never runs the tool twice."""
     timeout_ms = 0 if timeout_s is None else max(1, int(timeout_s * 1000))
     return Call(
         "CallTool",
         pb.CallToolRequest(
-            session_id=session_id, tool_name=name, arguments_json=_arguments_json(arguments), timeout_ms=timeout_ms
+            session_id=session_id, tool_name=name, arguments_json=_arguments_json(arguments), timeout_ms=timeout_ms,
+            call_id=call_id or uuid.uuid4().hex,
         ),
         lambda r: ToolResult(
             is_error=r.is_error, content=r.content, http_status=r.http_status, duration_ms=r.duration_ms
@@ -172,12 +185,11 @@ def verify(session_id: str, task_id: str | None, final_answer: str | None) -> Ca
             details=json.loads(r.details_json) if r.details_json else {},
             duration_ms=r.duration_ms,
         ),
-        idempotent=True,  # reads the two database states, changes nothing
     )
 
 
 def state_hash(session_id: str) -> Call[str]:
-    return Call("GetStateHash", pb.GetStateHashRequest(session_id=session_id), lambda r: r.state_hash, True)
+    return Call("GetStateHash", pb.GetStateHashRequest(session_id=session_id), lambda r: r.state_hash)
 
 
 def close_session(session_id: str) -> Call[None]:
@@ -203,6 +215,7 @@ def get_stats() -> Call[Stats]:
             snapshots=r.snapshots,
             workers=r.workers,
             sandbox_layers=list(r.sandbox_layers),
+            node_id=r.node_id,
+            backends=r.backends,
         ),
-        idempotent=True,
     )

@@ -17,6 +17,10 @@ from ._channel import (
     CHANNEL_OPTIONS,
     DEFAULT_TIMEOUT_S,
     RETRY_BACKOFF_S,
+    Credentials,
+    call_metadata,
+    channel_target,
+    credentials,
     keepalive_interval,
     new_lease_id,
     should_retry,
@@ -41,6 +45,7 @@ class AsyncEnvClient:
         direct: bool = False,
         retry_backoff: tuple[float, ...] = RETRY_BACKOFF_S,
         lease: bool = True,
+        token: str | Credentials | None = None,
     ) -> None:
         """See EnvClient: `lease` creates sessions under this client's lease, renewed while the client lives."""
         self.address = address
@@ -48,6 +53,7 @@ class AsyncEnvClient:
         self.direct = direct
         self.retry_backoff = retry_backoff
         self.lease_id = new_lease_id() if lease else None
+        self._credentials = credentials(token)
         self._closed = False
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, env_pb2_grpc.EnvServiceStub] = {}
@@ -59,7 +65,8 @@ class AsyncEnvClient:
             raise ClientClosedError(f"client for {self.address} is closed")
         stub = self._stubs.get(address)
         if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            target, extra = channel_target(address)
+            channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS + extra)
             self._channels[address] = channel
             stub = self._stubs[address] = env_pb2_grpc.EnvServiceStub(channel)
         return stub
@@ -70,9 +77,10 @@ class AsyncEnvClient:
         attempt = 0
         while True:
             try:
-                return call.convert(await getattr(stub, call.method)(call.request, timeout=deadline))
+                return call.convert(await getattr(stub, call.method)(
+                    call.request, timeout=deadline, metadata=call_metadata(self._credentials)))
             except grpc.RpcError as exc:
-                wait = should_retry(exc, call.idempotent, attempt, self.retry_backoff)
+                wait = should_retry(exc, call.retryable, attempt, self.retry_backoff)
                 if wait is None:
                     raise translate(exc, call.method) from None
                 attempt += 1
@@ -170,9 +178,12 @@ class AsyncSession:
         return await self.tools
 
     async def call_tool(
-        self, name: str, arguments: dict[str, Any] | str | None = None, timeout_s: float | None = None
+        self, name: str, arguments: dict[str, Any] | str | None = None, timeout_s: float | None = None,
+        call_id: str | None = None,
     ) -> ToolResult:
-        return await self._run(ops.call_tool(self.session_id, name, arguments, timeout_s))
+        """Run one tool. Resent with its call id after UNAVAILABLE (a gateway restart), so it runs once; give
+        `call_id` yourself to retry across processes."""
+        return await self._run(ops.call_tool(self.session_id, name, arguments, timeout_s, call_id))
 
     async def reset(self) -> str:
         return await self._run(ops.reset(self.session_id))

@@ -69,6 +69,13 @@ class UnavailableError(EnvClientError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class UnauthenticatedError(EnvClientError):
+    """The server requires a bearer token and got none, or one it does not list (pass `token=` to the client, or
+    set $AGENTWORLD_TOKEN / $AGENTWORLD_TOKEN_FILE)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
 class ClientClosedError(EnvClientError):
     """The client was closed before this call."""
 
@@ -85,6 +92,7 @@ _BY_CODE: dict[grpc.StatusCode, type[EnvClientError]] = {
         AbortedError,
         FailedPreconditionError,
         UnavailableError,
+        UnauthenticatedError,
     )
 }
 
@@ -107,6 +115,7 @@ __all__ = [
     "InvalidArgumentError",
     "NotFoundError",
     "ResourceExhaustedError",
+    "UnauthenticatedError",
     "UnavailableError",
     "from_rpc_error",
 ]

@@ -16,6 +16,10 @@ from ._channel import (
     CHANNEL_OPTIONS,
     DEFAULT_TIMEOUT_S,
     RETRY_BACKOFF_S,
+    Credentials,
+    call_metadata,
+    channel_target,
+    credentials,
     keepalive_interval,
     new_lease_id,
     should_retry,
@@ -41,14 +45,19 @@ class EnvClient:
         direct: bool = False,
         retry_backoff: tuple[float, ...] = RETRY_BACKOFF_S,
         lease: bool = True,
+        token: str | Credentials | None = None,
     ) -> None:
         """`timeout`: default RPC deadline in seconds. `direct`: talk to the backend a gateway names for a session.
-        `lease`: create sessions under this client's lease, renewed in the background while the client lives."""
+        `lease`: create sessions under this client's lease, renewed in the background while the client lives.
+        `address`: HOST:PORT, a gRPC target, or IP:PORT,IP:PORT,... (gateway replicas, used round-robin).
+        `token`: the bearer token servers with a token file require (a value or a TokenFile; default
+        $AGENTWORLD_TOKEN, else the first token of $AGENTWORLD_TOKEN_FILE)."""
         self.address = address
         self.timeout = timeout
         self.direct = direct
         self.retry_backoff = retry_backoff
         self.lease_id = new_lease_id() if lease else None
+        self._credentials = credentials(token)
         self._lock = threading.Lock()
         self._closed = False
         self._channels: dict[str, grpc.Channel] = {}
@@ -65,7 +74,8 @@ class EnvClient:
                 raise ClientClosedError(f"client for {self.address} is closed")
             stub = self._stubs.get(address)
             if stub is None:
-                channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+                target, extra = channel_target(address)
+                channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS + extra)
                 self._channels[address] = channel
                 stub = self._stubs[address] = env_pb2_grpc.EnvServiceStub(channel)
             return stub
@@ -76,9 +86,10 @@ class EnvClient:
         attempt = 0
         while True:
             try:
-                return call.convert(getattr(stub, call.method)(call.request, timeout=deadline))
+                return call.convert(getattr(stub, call.method)(
+                    call.request, timeout=deadline, metadata=call_metadata(self._credentials)))
             except grpc.RpcError as exc:
-                wait = should_retry(exc, call.idempotent, attempt, self.retry_backoff)
+                wait = should_retry(exc, call.retryable, attempt, self.retry_backoff)
                 if wait is None:
                     raise translate(exc, call.method) from None
                 attempt += 1
@@ -180,9 +191,12 @@ class Session:
         return self.tools
 
     def call_tool(
-        self, name: str, arguments: dict[str, Any] | str | None = None, timeout_s: float | None = None
+        self, name: str, arguments: dict[str, Any] | str | None = None, timeout_s: float | None = None,
+        call_id: str | None = None,
     ) -> ToolResult:
-        return self._run(ops.call_tool(self.session_id, name, arguments, timeout_s))
+        """Run one tool. Resent with its call id after UNAVAILABLE (a gateway restart), so it runs once; give
+        `call_id` yourself to retry across processes."""
+        return self._run(ops.call_tool(self.session_id, name, arguments, timeout_s, call_id))
 
     def reset(self) -> str:
         return self._run(ops.reset(self.session_id))

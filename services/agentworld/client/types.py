@@ -84,3 +84,5 @@ class Stats:
     snapshots: int = 0
     workers: int = 0
     sandbox_layers: list[str] = field(default_factory=list)
+    node_id: str = ""  # envd: the identity in its session ids
+    backends: int = 0  # a gateway: the live backends it routes to

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from agentworld.auth import LOOPBACK_HOSTS, TOKEN_FILE_ENV
 from agentworld.limits import DEFAULT_LEASE_TTL_S
 
 DEFAULT_AWM_DIR = Path(__file__).resolve().parents[4] / "shared" / "awm" / "mini_library"
@@ -50,6 +51,15 @@ def serve(
                                                        "has room, else the temporary directory).")] = None,
     verifier_workers: Annotated[int, typer.Option(help="Sandboxed verifications at once (default: the CPUs).")] = 0,
     mcp_port: Annotated[int | None, typer.Option(help="Also serve MCP Streamable HTTP on this port.")] = None,
+    allowed_host: Annotated[list[str], typer.Option(
+        "--allowed-host", help="Host header the MCP/REST edge accepts besides the loopback names (NAME, NAME:PORT "
+                               "or NAME:*; repeatable). Requests naming any other host get 421.")] = [],  # noqa: B006
+    node_id: Annotated[str | None, typer.Option(help="This envd's identity, written into its session ids so any "
+                                                     "gateway routes them (default: $AGENTWORLD_NODE_ID, the pod "
+                                                     "name, else <host>-<pid>).")] = None,
+    auth_token_file: Annotated[Path | None, typer.Option(help="Require a bearer token listed in this file (one per "
+                                                              "line, re-read when it changes) on every call but "
+                                                              "health checks.", envvar=TOKEN_FILE_ENV)] = None,
 ) -> None:
     """Run envd: host many isolated sessions of the given environments behind gRPC.
 
@@ -59,8 +69,10 @@ def serve(
     import logging
     import signal
 
+    from agentworld.auth import TokenFile
     from agentworld.bundle import BundleError, find_bundles, load_bundle
     from agentworld.lifecycle import die_with_parent
+    from agentworld.placement import check_node_id
     from agentworld.runtime import EnvRuntime, RuntimeConfig
     from agentworld.runtime.errors import EnvError
     from agentworld.transport import grpc_server
@@ -71,16 +83,23 @@ def serve(
         loaded = [load_bundle(p) for p in find_bundles(bundles)]
         if not loaded:
             raise BundleError(f"no bundles found in {', '.join(map(str, bundles))}")
-        overrides = {"workers": workers, "verifier_workers": verifier_workers}
+        tokens = TokenFile(auth_token_file) if auth_token_file else None
+        overrides: dict[str, Any] = {"workers": workers, "verifier_workers": verifier_workers}
+        if node_id:
+            overrides["node_id"] = check_node_id(node_id)
         config = RuntimeConfig(
             max_sessions=max_sessions, idle_ttl_s=idle_ttl, lease_ttl_s=lease_ttl, call_timeout_s=call_timeout,
             memory_budget_bytes=parse_bytes(memory_budget) if memory_budget else None,
-            state_dir=str(state_dir) if state_dir else None, **{k: v for k, v in overrides.items() if v > 0},
+            state_dir=str(state_dir) if state_dir else None,
+            **{k: v for k, v in overrides.items() if isinstance(v, str) or v > 0},
         )
         runtime = EnvRuntime(loaded, config)
-    except (BundleError, EnvError, ValueError) as exc:
+    except (BundleError, EnvError, ValueError) as exc:  # TokenError and BadNodeId are ValueErrors
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if tokens is None and host not in LOOPBACK_HOSTS:
+        logging.getLogger("agentworld.envd").warning(
+            "serving on %s without --auth-token-file: anyone who can reach it can use every session", host)
     if "uid_drop" not in runtime.sandbox.layers["applied"]:
         from agentworld.runtime import jail
 
@@ -94,14 +113,14 @@ def serve(
         if mcp_port is not None:
             from agentworld.transport.mcp_server import serve_mcp
 
-            loop.create_task(serve_mcp(runtime, host, mcp_port))
+            loop.create_task(serve_mcp(runtime, host, mcp_port, token=tokens, allowed_hosts=allowed_host))
 
         def ready(bound: int) -> None:
             envs = ", ".join(e.env_id for e in runtime.envs())
             print(f"envd listening on {host}:{bound} ({len(loaded)} environments: {envs}; "
                   f"{runtime.config.workers} workers)", flush=True)
 
-        await grpc_server.serve(runtime, host, port, on_ready=ready, stop=stop)
+        await grpc_server.serve(runtime, host, port, on_ready=ready, stop=stop, tokens=tokens)
 
     asyncio.run(main())
 

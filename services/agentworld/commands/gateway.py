@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from agentworld.auth import TOKEN_FILE_ENV, TokenFile
+
 if TYPE_CHECKING:
     from agentworld.gateway import BackendSource, Gateway
 
@@ -65,7 +67,7 @@ def synth_envs(n: int, seed: int = 0) -> Path:
     return out
 
 
-def _run(gw: Gateway, sources: list[BackendSource], host: str, port: int, banner: str) -> None:
+def _run(gw: Gateway, sources: list[BackendSource], host: str, port: int, banner: str, router: str = "auto") -> None:
     """Serve until SIGINT/SIGTERM, printing a table of backends once ready; every source cleans up on the way out."""
     import asyncio
     import logging
@@ -94,7 +96,7 @@ def _run(gw: Gateway, sources: list[BackendSource], host: str, port: int, banner
             console.print(table)
             print(f"gateway listening on {host}:{bound}", flush=True)  # machine-readable, like envd's line
 
-        await serve(gw, sources, host, port, on_ready=ready, stop=stop)
+        await serve(gw, sources, host, port, on_ready=ready, stop=stop, router=router)
 
     from agentworld.bundle import BundleError
 
@@ -131,9 +133,21 @@ def gateway(
     ] = None,
     direct: Annotated[bool, typer.Option(help="Hand clients each session's backend address (skip a hop).")] = False,
     health_interval: Annotated[float, typer.Option(help="Seconds between backend health checks.")] = 1.0,
+    auth_token_file: Annotated[Path | None, typer.Option(
+        help="Require a bearer token listed in this file (one per line, re-read when it changes) from callers, and "
+             "present its first token to the backends (one Secret for gateway and envd pods).",
+        envvar=TOKEN_FILE_ENV)] = None,
+    router: Annotated[str, typer.Option(
+        help="agentworld-router, the Go data plane that forwards session calls: auto (use it when built: `make "
+             "router`), on (require it) or off (forward in Python).")] = "auto",
 ) -> None:
-    """Serve EnvService in front of envd backends: place sessions, route calls, survive dead backends."""
+    """Serve EnvService in front of envd backends: place sessions, route calls, survive dead backends.
+
+    Session ids name their backend, so any number of gateway replicas route the same sessions with no shared
+    state, and a restarted gateway loses none."""
     from agentworld.gateway import Gateway, ProcessSource, StaticSource
+
+    tokens = _tokens(auth_token_file)
 
     sources: list[BackendSource] = []
     k8s = k8s or any(b in ("kubernetes", "k8s") for b in backend)
@@ -141,7 +155,7 @@ def gateway(
     if addresses:
         sources.append(StaticSource(addresses))
     if envs:
-        sources.append(ProcessSource.for_bundles(envs, replicas))
+        sources.append(ProcessSource.for_bundles(envs, replicas, token_file=auth_token_file))
     if k8s:
         from agentworld.gateway.kube import KubernetesSource
 
@@ -150,7 +164,19 @@ def gateway(
         raise typer.BadParameter("give at least one of --backend, --envs or --k8s")
     if host is None:
         host = "0.0.0.0" if os.environ.get("KUBERNETES_SERVICE_HOST") else "127.0.0.1"
-    _run(Gateway(direct=direct, health_interval_s=health_interval), sources, host, port, "agentworld gateway")
+    if router not in ("auto", "on", "off"):
+        raise typer.BadParameter(f"must be auto, on or off, not {router!r}", param_hint="--router")
+    _run(Gateway(direct=direct, health_interval_s=health_interval, tokens=tokens), sources, host, port,
+         "agentworld gateway", router=router)
+
+
+def _tokens(path: Path | None) -> TokenFile | None:
+    from agentworld.auth import TokenError
+
+    try:
+        return TokenFile(path) if path else None
+    except TokenError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--auth-token-file") from None
 
 
 def up(

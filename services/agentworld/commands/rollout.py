@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from agentworld.auth import TOKEN_FILE_ENV
+
 
 def register(app: typer.Typer) -> None:
     app.command("rollout")(rollout_cmd)
@@ -121,16 +123,26 @@ def mcp_cmd(
     address: str = typer.Option(..., "--address", "-a", help="envd or gateway gRPC address (HOST:PORT) to front."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(8765, "--port", "-p", help="HTTP port for MCP Streamable HTTP."),
+    allowed_host: list[str] = typer.Option(
+        [], "--allowed-host", help="Host header accepted besides the loopback names (NAME, NAME:PORT or NAME:*; "
+                                   "repeatable). Others get 421."),
+    auth_token_file: Path | None = typer.Option(
+        None, "--auth-token-file", envvar=TOKEN_FILE_ENV,
+        help="Require a bearer token listed in this file from HTTP callers (401 otherwise), and present its first "
+             "token to the gRPC address."),
 ) -> None:
     """Serve the sessions behind a gateway (or envd) over MCP Streamable HTTP: /envs/{env}/mcp, /sessions/{id}/mcp."""
     from rich.console import Console
 
+    from agentworld.auth import TokenFile
     from agentworld.transport.mcp_server import serve_mcp_in_thread
 
     console = Console()
     try:
-        handle = serve_mcp_in_thread(address, host=host, port=port)
-    except (OSError, TimeoutError) as exc:
+        tokens = TokenFile(auth_token_file) if auth_token_file else None
+        handle = serve_mcp_in_thread(address, host=host, port=port, token=tokens, allowed_hosts=allowed_host,
+                                     backend_token=tokens)
+    except (OSError, TimeoutError, ValueError) as exc:  # TokenError is a ValueError
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     console.print(f"MCP for {address} on http://{host}:{handle.port} (/envs/ENV/mcp, /sessions/ID/mcp); Ctrl-C stops")

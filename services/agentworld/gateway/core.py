@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import grpc
+
+from agentworld.auth import TokenFile
 
 from .conn import BackendConn
 from .registry import Backend, Registry
@@ -30,9 +33,15 @@ class Gateway:
         health_timeout_s: float = 1.0,
         fail_threshold: int = 2,
         hang_timeout_s: float = 30.0,
+        tokens: TokenFile | None = None,
     ) -> None:
+        """`tokens`: callers must present one of them, and the gateway presents the first to its backends (one
+        Secret for the whole deployment)."""
         self.registry = Registry()
         self.direct = direct
+        self.tokens = tokens
+        self.draining = False  # set while the gateway shuts down
+        self._membership: list[Callable[[int], None]] = []
         self.health_interval_s = health_interval_s
         self.health_timeout_s = health_timeout_s
         self.fail_threshold = fail_threshold
@@ -47,7 +56,7 @@ class Gateway:
     ) -> Backend:
         """Wait until the backend answers SERVING, learn its environments and limits, then place sessions on it."""
         self._names += 1
-        conn = BackendConn(address)
+        conn = BackendConn(address, self.tokens)
         deadline = time.monotonic() + wait_s
         last: BaseException | None = None
         while True:
@@ -67,23 +76,42 @@ class Gateway:
         backend = Backend(
             address=address,
             name=name or f"backend-{self._names}",
+            node_id=stats.node_id or address,
             conn=conn,
             envs=envs,
             env_ids=frozenset(e.env_id for e in envs),
             forced_draining=draining,
         )
         self._apply_stats(backend, stats)
-        self.registry.add(backend)
-        log.info("backend %s at %s serves %s", backend.name, address, ", ".join(sorted(backend.env_ids)))
+        try:
+            self.registry.add(backend)
+        except ValueError:
+            await conn.close()
+            raise
+        log.info("backend %s (node %s) at %s serves %s", backend.name, backend.node_id, address,
+                 ", ".join(sorted(backend.env_ids)))
+        self._changed()
         return backend
 
     async def remove_backend(self, address: str, reason: str) -> None:
-        current = self.registry.backends.get(address)
-        lost = len(current.sessions) if current is not None else 0
         backend = self.registry.remove(address, reason)
         if backend is not None:
-            log.warning("backend %s (%s) removed: %s; %d sessions lost", backend.name, address, reason, lost)
+            log.warning("backend %s (%s) removed: %s; its %d sessions are lost", backend.name, address, reason,
+                        backend.reported_active)
+            self._changed()
             await backend.conn.close()
+
+    def on_membership(self, callback: Callable[[int], None]) -> Callable[[], None]:
+        """Call `callback(live backends)` now and whenever a backend joins or leaves (health status follows it);
+        returns the function that stops it."""
+        self._membership.append(callback)
+        callback(len(self.registry.live()))
+        return lambda: self._membership.remove(callback)
+
+    def _changed(self) -> None:
+        live = len(self.registry.live())
+        for callback in self._membership:
+            callback(live)
 
     def set_draining(self, address: str, draining: bool = True) -> None:
         """A draining backend keeps its sessions but gets no new ones."""

@@ -1,11 +1,10 @@
 """Kubernetes discovery: watch the pods of EnvPools and keep the gateway's backends in step with them.
 
-Labels and annotations come from the controller (`agentworld_controller.constants`): pods carry
-`agentworld.dev/pool=<pool>` (and managed-by=agentworld-controller); `agentworld.dev/draining` marks pods chosen for
-scale-down. A Ready pod with an IP becomes backend `<podIP>:<grpc port>`; draining or terminating pods get no new
-sessions; a deleted pod's sessions are lost. The gateway writes each pod's session count into its
-`agentworld.dev/active-sessions` annotation (what the controller scales on). The annotation `agentworld.dev/endpoint` (HOST:PORT) overrides the
-address, for gateways outside the cluster network (port-forwards, kwok test clusters).
+Names, labels and annotations are the controller's (`agentworld_controller.constants`), and so is the watch: the
+controller's informer (paged lists, server and client timeouts, relist with backoff). A Ready pod with an IP becomes
+backend `<podIP>:<grpc port>` (the `agentworld.dev/endpoint` annotation overrides it, for gateways outside the
+cluster network); draining or terminating pods get no new sessions; a deleted pod's sessions are lost. The gateway
+writes each pod's session count into its `agentworld.dev/active-sessions` annotation (what the controller scales on).
 """
 
 from __future__ import annotations
@@ -18,47 +17,53 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agentworld_controller.constants import (
+    ANN_ACTIVE_SESSIONS,
+    ANN_ENDPOINT,
+    DEFAULT_GRPC_PORT,
+    GRPC_PORT_NAME,
+    LABEL_DRAINING,
+    POOL_SELECTOR,
+)
+from agentworld_controller.informer import Informer
+
 from .core import Gateway
 
 log = logging.getLogger(__name__)
 
-LABEL_POOL = "agentworld.dev/pool"
-LABEL_DRAINING = "agentworld.dev/draining"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "agentworld-controller"
-ANN_ENDPOINT = "agentworld.dev/endpoint"
-# Published by the gateway on each pod it uses: the sessions the pod hosts (the controller scales on it).
-ANN_ACTIVE_SESSIONS = "agentworld.dev/active-sessions"
-DEFAULT_PORT = 50051
-
 
 def pod_selector(pools: Sequence[str] = ()) -> str:
-    pool = f"{LABEL_POOL} in ({','.join(pools)})" if pools else LABEL_POOL
-    return f"{LABEL_MANAGED_BY}={MANAGED_BY},{pool}"
+    return f"{POOL_SELECTOR} in ({','.join(pools)})" if pools else POOL_SELECTOR
 
 
-def pod_address(pod: Any) -> str | None:
-    """Where the pod's envd listens, or None while it has no IP."""
-    endpoint = (pod.metadata.annotations or {}).get(ANN_ENDPOINT)
-    if endpoint:
-        return endpoint
-    if not pod.status or not pod.status.pod_ip:
-        return None
-    port = DEFAULT_PORT
-    for container in pod.spec.containers or []:
-        for cport in container.ports or []:
-            if cport.name == "grpc":
-                port = cport.container_port
-    return f"{pod.status.pod_ip}:{port}"
+@dataclass(frozen=True, slots=True)
+class PodBackend:
+    """What the gateway needs of a pod (from its raw JSON, as the informer hands it over)."""
+
+    uid: str
+    namespace: str
+    name: str
+    address: str | None  # None while the pod has no IP
+    ready: bool
+    draining: bool  # marked for scale-down, or terminating
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
 
 
-def pod_ready(pod: Any) -> bool:
-    conditions = (pod.status.conditions if pod.status else None) or []
-    return any(c.type == "Ready" and c.status == "True" for c in conditions)
-
-
-def pod_draining(pod: Any) -> bool:
-    return LABEL_DRAINING in (pod.metadata.labels or {}) or pod.metadata.deletion_timestamp is not None
+def pod_backend(obj: dict[str, Any]) -> PodBackend:
+    meta, spec, status = obj.get("metadata", {}), obj.get("spec") or {}, obj.get("status") or {}
+    address = (meta.get("annotations") or {}).get(ANN_ENDPOINT)
+    if not address and status.get("podIP"):
+        port = next((p["containerPort"] for c in spec.get("containers") or [] for p in c.get("ports") or []
+                     if p.get("name") == GRPC_PORT_NAME), DEFAULT_GRPC_PORT)
+        address = f"{status['podIP']}:{port}"
+    deleting = bool(meta.get("deletionTimestamp"))
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return PodBackend(uid=meta.get("uid", ""), namespace=meta.get("namespace", ""), name=meta.get("name", ""),
+                      address=address or None, ready=ready and not deleting,
+                      draining=LABEL_DRAINING in (meta.get("labels") or {}) or deleting)
 
 
 @dataclass
@@ -82,15 +87,16 @@ class KubernetesSource:
         api_client: Any = None,
         add_wait_s: float = 60.0,
         publish_interval_s: float = 2.0,
+        watch_timeout_s: int = 60,
     ) -> None:
         self.namespace = namespace
         self.selector = pod_selector(pools)
         self.api_client = api_client
         self.add_wait_s = add_wait_s
         self.publish_interval_s = publish_interval_s
+        self.watch_timeout_s = watch_timeout_s
         self._pods: dict[str, PodRef] = {}  # by pod uid
         self._adding: dict[str, asyncio.Task[None]] = {}
-        self._stop = threading.Event()
 
     def _core_api(self) -> Any:
         from kubernetes import client, config
@@ -103,46 +109,20 @@ class KubernetesSource:
             return client.CoreV1Api()
         return client.CoreV1Api(self.api_client)
 
-    def _watch_thread(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[tuple[str, Any]]) -> None:
-        """Blocking list+watch (the kubernetes client is synchronous); events go to the loop through `queue`."""
+    def _informer(self, api: Any, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[tuple[str, PodBackend]]
+                  ) -> Informer[PodBackend]:
+        """The controller's informer over the pool pods; its events (on its thread) go to the loop via `queue`."""
+        if self.namespace:
+            namespace = self.namespace
+            lister: Any = lambda **kw: api.list_namespaced_pod(namespace, **kw)  # noqa: E731
+        else:
+            lister = api.list_pod_for_all_namespaces
 
-        def put(kind: str, obj: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, (kind, obj))
+        def changed(kind: str, pod: PodBackend, _old: PodBackend | None) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, pod))
 
-        try:
-            from kubernetes import watch
-            from kubernetes.client.exceptions import ApiException
-
-            api = self._core_api()
-        except Exception as exc:  # e.g. no usable kubeconfig: fail the source loudly instead of never becoming ready
-            put("FAILED", exc)
-            return
-        # The API methods themselves (not wrappers): Watch.stream reads their docstrings to type the events.
-        lister, args = (
-            (api.list_namespaced_pod, (self.namespace,)) if self.namespace else (api.list_pod_for_all_namespaces, ())
-        )
-
-        while not self._stop.is_set():
-            try:
-                listing = lister(*args, label_selector=self.selector)
-                put("SYNC", listing.items)
-                version = listing.metadata.resource_version
-                w = watch.Watch()
-                for event in w.stream(lister, *args, label_selector=self.selector, resource_version=version,
-                                      timeout_seconds=10):
-                    if self._stop.is_set():
-                        w.stop()
-                        break
-                    put(event["type"], event["object"])
-            except ApiException as exc:
-                if exc.status != 410:  # 410 Gone: our resource version expired; list again
-                    log.warning("pod watch failed (%s); retrying", exc.reason)
-                    self._stop.wait(1.0)
-            except Exception as exc:  # network errors: keep trying until stopped
-                if self._stop.is_set():
-                    break
-                log.warning("pod watch error: %r; retrying", exc)
-                self._stop.wait(1.0)
+        return Informer("gateway-pods", lister, pod_backend, changed, label_selector=self.selector,
+                        watch_timeout_s=self.watch_timeout_s)
 
     async def _add(self, gateway: Gateway, uid: str, address: str, name: str, draining: bool) -> None:
         try:
@@ -173,60 +153,61 @@ class KubernetesSource:
                     if exc.status != 404:
                         log.warning("could not annotate pod %s/%s: %s", ref.namespace, ref.name, exc.reason)
 
-    async def _apply(self, gateway: Gateway, kind: str, pod: Any) -> None:
-        uid, name = pod.metadata.uid, f"{pod.metadata.namespace}/{pod.metadata.name}"
-        address = pod_address(pod)
-        known = self._pods.get(uid)
-        if kind == "DELETED" or address is None:
+    async def _apply(self, gateway: Gateway, kind: str, pod: PodBackend) -> None:
+        known = self._pods.get(pod.uid)
+        if kind == "DELETED" or pod.address is None:
             if known is not None:
-                self._pods.pop(uid, None)
-                task = self._adding.pop(uid, None)
+                self._pods.pop(pod.uid, None)
+                task = self._adding.pop(pod.uid, None)
                 if task is not None:
                     task.cancel()
-                await gateway.remove_backend(known.address, f"pod {name} was deleted")
+                await gateway.remove_backend(known.address, f"pod {pod.key} was deleted")
             return
         if known is None:
-            if pod_ready(pod) and not pod.metadata.deletion_timestamp:
-                self._pods[uid] = PodRef(address, pod.metadata.namespace, pod.metadata.name)
-                self._adding[uid] = asyncio.ensure_future(self._add(gateway, uid, address, name, pod_draining(pod)))
+            if pod.ready:
+                self._pods[pod.uid] = PodRef(pod.address, pod.namespace, pod.name)
+                self._adding[pod.uid] = asyncio.ensure_future(
+                    self._add(gateway, pod.uid, pod.address, pod.key, pod.draining))
             return
         if known.address in gateway.registry.backends:
-            gateway.set_draining(known.address, pod_draining(pod) or not pod_ready(pod))
+            gateway.set_draining(known.address, pod.draining or not pod.ready)
 
     async def run(self, gateway: Gateway, ready: asyncio.Event) -> None:
         # Import the (lazily importing) kubernetes client here, once, before any other thread touches it:
         # concurrent first imports of it deadlock in importlib.
         import kubernetes.client.exceptions
-        import kubernetes.config
-        import kubernetes.watch  # noqa: F401
+        import kubernetes.config  # noqa: F401
 
         _ = kubernetes.client.CoreV1Api, kubernetes.client.ApiClient, kubernetes.config.load_kube_config  # lazy names
-
+        try:
+            api = await asyncio.to_thread(self._core_api)
+        except Exception as exc:  # e.g. no usable kubeconfig: fail loudly instead of never becoming ready
+            raise RuntimeError(f"cannot watch pods: {type(exc).__name__}: {exc}") from exc
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        thread = threading.Thread(target=self._watch_thread, args=(loop, queue), name="k8s-pod-watch", daemon=True)
-        self._stop.clear()
-        thread.start()
+        queue: asyncio.Queue[tuple[str, PodBackend | None]] = asyncio.Queue()
+        informer = self._informer(api, loop, queue)  # type: ignore[arg-type]
+        stop = threading.Event()
+        thread = informer.start(stop)
+
+        def first_listing_done() -> None:  # queued after that listing's events (same thread, in order)
+            while not informer.synced.wait(0.5):
+                if stop.is_set():
+                    return
+            loop.call_soon_threadsafe(queue.put_nowait, ("SYNCED", None))
+
+        threading.Thread(target=first_listing_done, name="gateway-pods-synced", daemon=True).start()
         publisher = asyncio.ensure_future(self._publish_loop(gateway))
         try:
             while True:
-                kind, obj = await queue.get()
-                if kind == "FAILED":
-                    raise RuntimeError(f"cannot watch pods: {type(obj).__name__}: {obj}") from obj
-                if kind == "SYNC":  # a fresh listing: forget pods that vanished while we were not watching
-                    present = {p.metadata.uid for p in obj}
-                    for uid in [u for u in self._pods if u not in present]:
-                        ref = self._pods.pop(uid)
-                        await gateway.remove_backend(ref.address, f"pod {ref.namespace}/{ref.name} no longer listed")
-                    for pod in obj:
-                        await self._apply(gateway, "ADDED", pod)
-                    if self._adding:
-                        await asyncio.wait(list(self._adding.values()), timeout=self.add_wait_s)
-                    ready.set()
-                else:
-                    await self._apply(gateway, kind, obj)
+                kind, pod = await queue.get()
+                if pod is not None:
+                    await self._apply(gateway, kind, pod)
+                    continue
+                if self._adding:
+                    await asyncio.wait(list(self._adding.values()), timeout=self.add_wait_s)
+                ready.set()
         finally:
-            self._stop.set()
+            stop.set()
             publisher.cancel()
             for task in self._adding.values():
                 task.cancel()

@@ -12,6 +12,7 @@ import logging
 import re
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ class Replica:
     process: asyncio.subprocess.Process
     log_path: Path
     address: str = ""
+    started_at: float = field(default_factory=time.monotonic)
     drain: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -51,7 +53,9 @@ class ProcessPool:
         serve_args: Sequence[str] = (),
         log_dir: Path | None = None,
         start_timeout_s: float = 180.0,
+        token_file: Path | None = None,
     ) -> None:
+        """`token_file`: the replicas require its tokens (the gateway presents them)."""
         if replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {replicas}")
         self.bundle_dirs = [Path(p) for p in bundle_dirs]
@@ -60,22 +64,33 @@ class ProcessPool:
         self.serve_args = list(serve_args)
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="agentworld-pool-"))
         self.start_timeout_s = start_timeout_s
-        self.members: list[Replica] = []
+        self.token_file = token_file
+        self._current: dict[int, Replica] = {}
 
-    def command(self) -> list[str]:
-        """`agentworld serve` for one replica; replicas share the CPUs (--workers each) unless told otherwise."""
+    @property
+    def members(self) -> list[Replica]:
+        """The current process of each slot, by slot index."""
+        return [self._current[i] for i in sorted(self._current)]
+
+    def command(self, index: int) -> list[str]:
+        """`agentworld serve` for slot `index` (its node id: envd-<index>, so its session ids name the slot); replicas
+        share the CPUs (--workers each) unless told otherwise."""
         dirs = [str(p) for p in self.bundle_dirs]
-        share = [] if "--workers" in self.serve_args else ["--workers", str(max(1, available_cpus() // self.replicas))]
-        return [sys.executable, "-c", _CLI, "serve", *dirs, "--host", self.host, "--port", "0", *share,
+        extra = [] if "--workers" in self.serve_args else ["--workers", str(max(1, available_cpus() // self.replicas))]
+        if "--node-id" not in self.serve_args:
+            extra += ["--node-id", f"envd-{index}"]
+        if self.token_file is not None:
+            extra += ["--auth-token-file", str(self.token_file)]
+        return [sys.executable, "-c", _CLI, "serve", *dirs, "--host", self.host, "--port", "0", *extra,
                 *self.serve_args]
 
     async def spawn(self, index: int) -> Replica:
-        """Start replica `index` and wait until it prints its listening address."""
+        """Start (or restart) slot `index` and wait until it prints its listening address."""
         log_path = self.log_dir / f"envd-{index}.log"
         log_file = log_path.open("ab")
         try:
             process = await asyncio.create_subprocess_exec(
-                *self.command(),
+                *self.command(index),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log_file,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -84,7 +99,7 @@ class ProcessPool:
         finally:
             log_file.close()
         replica = Replica(index, process, log_path)
-        self.members.append(replica)
+        self._current[index] = replica
         assert process.stdout is not None
         try:
             async with asyncio.timeout(self.start_timeout_s):

@@ -11,13 +11,16 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError
 
+from agentworld import placement
 from agentworld.v1 import env_pb2 as pb
 
 from .conn import SERVICE
 from .core import Gateway
-from .registry import Backend, NoBackendError
+from .registry import Backend, NoBackendError, RouteError
 
 # Requests bound to one session (all carry `session_id` as field 1), forwarded untouched.
+_LOST = ((placement.LOST_TRAILER, "1"),)  # tells clients not to retry
+
 _ROUTED: dict[str, Any] = {
     "ListTools": pb.ListToolsRequest,
     "CallTool": pb.CallToolRequest,
@@ -27,7 +30,6 @@ _ROUTED: dict[str, Any] = {
     "Verify": pb.VerifyRequest,
     "GetStateHash": pb.GetStateHashRequest,
 }
-_GONE = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
 
 Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
 
@@ -46,43 +48,32 @@ class GatewayService:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {cls.__name__}: {exc}")
             raise AssertionError("unreachable") from exc
 
-    async def _backend_for(self, session_id: str, context: grpc.aio.ServicerContext) -> Backend:
-        backend = self.reg.sessions.get(session_id)
-        if backend is not None and backend.alive:
-            return backend
-        if session_id in self.reg.lost:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"session {session_id} was lost: {self.reg.lost[session_id]}")
-        if not session_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "session_id is required")
-        await context.abort(
-            grpc.StatusCode.NOT_FOUND,
-            f"unknown session {session_id!r} (never created through this gateway, or already closed)",
-        )
-        raise AssertionError("unreachable")
+    async def _route(self, session_id: str, context: grpc.aio.ServicerContext) -> Backend:
+        try:
+            return self.reg.route(session_id)
+        except RouteError as exc:
+            await context.abort(exc.code, str(exc), _LOST if exc.lost else ())
+            raise AssertionError("unreachable") from exc
 
     async def _forward(
         self, backend: Backend, method: str, raw: bytes, context: grpc.aio.ServicerContext, session_id: str
     ) -> bytes:
         try:
-            return await backend.conn.raw[method](raw, timeout=context.time_remaining())
+            return await backend.conn.call(method, raw, context.time_remaining())
         except grpc.aio.AioRpcError as exc:
             # Removed while the call was in flight (its channel closed: CANCELLED), or unreachable now.
             lost = not backend.alive or (exc.code() == grpc.StatusCode.UNAVAILABLE and await self.gw.confirm_dead(backend))
             if lost:
-                why = self.reg.lost.get(session_id, f"backend {backend.name} ({backend.address}) is gone")
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"session {session_id} was lost: {why}")
-            if exc.code() in _GONE and f"session {session_id!r}" in (exc.details() or ""):
-                self.reg.unbind(session_id)  # the backend dropped or closed it (idle TTL): forget it here too
+                why = self.reg.gone.get(backend.node_id, f"backend {backend.name} ({backend.address}) is gone")
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"session {session_id} was lost: {why}", _LOST)
             await context.abort(exc.code(), exc.details() or exc.code().name)
             raise AssertionError("unreachable") from exc
 
-    def _place(self, session: pb.SessionInfo, backend: Backend) -> None:
-        if self.gw.direct:
-            # The client talks to the backend from now on (we never see its close): count it, do not map it.
-            session.backend_address = backend.address
-            backend.reported_active += 1
-        else:
-            self.reg.bind(session.session_id, backend)
+    def _place(self, sessions: list[pb.SessionInfo], backend: Backend) -> None:
+        self.reg.created(backend, len(sessions))
+        if self.gw.direct:  # the client talks to the backend from now on
+            for session in sessions:
+                session.backend_address = backend.address
 
     # -- handlers --------------------------------------------------------------------------------------------
     def routed(self, method: str) -> Handler:
@@ -90,7 +81,7 @@ class GatewayService:
 
         async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
             session_id = (await self._parse(request_cls, raw, context)).session_id
-            backend = await self._backend_for(session_id, context)
+            backend = await self._route(session_id, context)
             return await self._forward(backend, method, raw, context, session_id)
 
         return handle
@@ -107,7 +98,7 @@ class GatewayService:
         for backend in candidates:  # least loaded first; spill over when one is full or unreachable
             backend.pending += 1
             try:
-                reply = await backend.conn.raw["CreateSession"](raw, timeout=context.time_remaining())
+                reply = await backend.conn.call("CreateSession", raw, context.time_remaining())
             except grpc.aio.AioRpcError as exc:
                 code = exc.code() if backend.alive else grpc.StatusCode.UNAVAILABLE  # removed mid-call
                 if code == grpc.StatusCode.FAILED_PRECONDITION:  # shutting down: no more sessions there
@@ -121,48 +112,49 @@ class GatewayService:
                 continue
             finally:
                 backend.pending -= 1
+            if not self.gw.direct:
+                self.reg.created(backend)
+                return reply
             response = pb.CreateSessionResponse.FromString(reply)
-            self._place(response.session, backend)
-            return response.SerializeToString() if self.gw.direct else reply
+            self._place([response.session], backend)
+            return response.SerializeToString()
         code = grpc.StatusCode.RESOURCE_EXHAUSTED if exhausted else grpc.StatusCode.UNAVAILABLE
         await context.abort(code, f"no backend could create a {request.env_id!r} session: " + "; ".join(failures))
         raise AssertionError("unreachable")
 
     async def fork(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         session_id = (await self._parse(pb.ForkRequest, raw, context)).session_id
-        backend = await self._backend_for(session_id, context)
+        backend = await self._route(session_id, context)
         reply = await self._forward(backend, "Fork", raw, context, session_id)
         response = pb.ForkResponse.FromString(reply)
-        for child in response.sessions:  # children live where the parent's state is
-            self._place(child, backend)
+        self._place(list(response.sessions), backend)  # children live where the parent's state is
         return response.SerializeToString() if self.gw.direct else reply
 
     async def close_session(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         session_id = (await self._parse(pb.CloseSessionRequest, raw, context)).session_id
-        if self.reg.lost.pop(session_id, None) is not None:  # nothing left to close
-            return b""
-        backend = await self._backend_for(session_id, context)
         try:
-            reply = await backend.conn.raw["CloseSession"](raw, timeout=context.time_remaining())
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in _GONE:
-                self.reg.unbind(session_id)
-            elif exc.code() == grpc.StatusCode.UNAVAILABLE and await self.gw.confirm_dead(backend):
-                self.reg.lost.pop(session_id, None)
+            backend = self.reg.route(session_id)
+        except RouteError as exc:
+            node = placement.node_of(session_id)
+            if node is not None and node in self.reg.gone:  # lost with its backend: nothing left to close
                 return b""
-            await context.abort(exc.code(), exc.details() or exc.code().name)
+            await context.abort(exc.code, str(exc))
             raise AssertionError("unreachable") from exc
-        self.reg.unbind(session_id)
+        reply = await self._forward(backend, "CloseSession", raw, context, session_id)
+        self.reg.closed(backend)
         return reply
 
     async def list_envs(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return pb.ListEnvsResponse(envs=self.reg.envs()).SerializeToString()
 
     async def get_stats(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        """Totals over live backends (their last health-check figures; session counts as the gateway sees them)."""
-        out = pb.GetStatsResponse()
+        """Totals over live backends (their last health-check figures, kept current by this gateway's creates and
+        closes). Draining: the gateway is shutting down, or every live backend is draining."""
+        live = self.reg.live()
+        out = pb.GetStatsResponse(backends=len(live),
+                                  draining=self.gw.draining or bool(live) and all(b.draining for b in live))
         env_ids: set[str] = set()
-        for backend in self.reg.live():
+        for backend in live:
             stats = backend.stats
             out.active_sessions += backend.load
             out.max_sessions += backend.max_sessions
@@ -178,8 +170,8 @@ class GatewayService:
         """A client's lease spans every backend its sessions are on: renew it on all of them."""
         await self._parse(pb.KeepAliveRequest, raw, context)
         backends = self.reg.live()
-        replies = await asyncio.gather(*(b.conn.raw["KeepAlive"](raw, timeout=context.time_remaining())
-                                         for b in backends), return_exceptions=True)
+        replies = await asyncio.gather(*(b.conn.call("KeepAlive", raw, context.time_remaining()) for b in backends),
+                                       return_exceptions=True)
         out = pb.KeepAliveResponse()
         for reply in replies:
             if isinstance(reply, bytes):
@@ -189,6 +181,12 @@ class GatewayService:
             elif isinstance(reply, grpc.aio.AioRpcError) and reply.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 await context.abort(reply.code(), reply.details() or "invalid lease_id")
         return out.SerializeToString()
+
+    def fast_path(self) -> list[str]:
+        """Methods the router may send straight to a session's backend: those bound to one session, except where
+        this gateway must see the reply (Fork in direct mode names the children's backend)."""
+        methods = [*_ROUTED, "CloseSession", "Fork"]
+        return [m for m in methods if not (self.gw.direct and m == "Fork")]
 
     def handler(self) -> grpc.GenericRpcHandler:
         handlers: dict[str, Handler] = {m: self.routed(m) for m in _ROUTED}

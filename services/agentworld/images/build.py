@@ -177,6 +177,18 @@ def prepare_wheels(ctx: Path, log: Callable[[str], None] = print) -> None:
         _pip("wheel", "-q", "--no-deps", "--wheel-dir", str(app), str(dst))
 
 
+def _prepare_router(ctx: Path, log: Callable[[str], None] = print) -> None:
+    """ctx/bin/: agentworld-router (`make router`) when it is built, so the image's gateway forwards in Go."""
+    from agentworld.gateway.router import BINARY, find_router
+
+    (ctx / "bin").mkdir()
+    binary = find_router()
+    if binary is None:
+        log("agentworld-router is not built (`make router`): the image's gateway will forward calls in Python")
+        return
+    shutil.copy2(binary, ctx / "bin" / BINARY)
+
+
 class ImageBuilder:
     """Builds the runtime image and environment images against one Docker engine."""
 
@@ -224,6 +236,7 @@ class ImageBuilder:
         with tempfile.TemporaryDirectory(prefix="aw-runtime-") as tmp:
             ctx = Path(tmp)
             prepare_wheels(ctx, self.log)
+            _prepare_router(ctx, self.log)
             shutil.copy2(dockerfiles_dir() / "runtime.Dockerfile", ctx / "Dockerfile")
             try:
                 image, _ = self.client.images.build(

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agentworld.bundle import Bundle
-from agentworld.limits import MAX_LEASE_ID_CHARS
+from agentworld.limits import CALL_IDS_KEPT, MAX_CALL_ID_CHARS, MAX_LEASE_ID_CHARS
 from agentworld.runtime import database
 from agentworld.runtime.arguments import parse_arguments
 from agentworld.runtime.envcode.host import Sandbox, SandboxConfig, WorkerLimits
@@ -41,7 +41,7 @@ from agentworld.runtime.errors import (
     clip,
 )
 from agentworld.runtime.scheduler import WorkerGone, WorkerPool
-from agentworld.runtime.sessions import Registry, Session
+from agentworld.runtime.sessions import CallRecord, Registry, Session
 from agentworld.runtime.store import Image, free_bytes
 from agentworld.runtime.tools import ToolSpec
 from agentworld.runtime.types import (
@@ -65,7 +65,11 @@ MAX_FORK = 10_000
 
 
 def _on_home_loop(method: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
-    """Run a coroutine method on the runtime's event loop, whichever loop awaits it."""
+    """Run a coroutine method on the runtime's event loop, whichever loop awaits it, and always to its end.
+
+    A caller that goes away (a cancelled RPC: the client or its gateway gone) does not stop an operation halfway:
+    a tool call still commits or rolls back before its session and worker are free again, and its outcome is
+    recorded under its call id for the retry."""
 
     @functools.wraps(method)
     async def wrapper(self: EnvRuntime, *args: Any, **kwargs: Any) -> T:
@@ -73,10 +77,26 @@ def _on_home_loop(method: Callable[..., Coroutine[Any, Any, T]]) -> Callable[...
         if self._loop is None:
             self._bind(loop)
         if loop is self._loop:
-            return await method(self, *args, **kwargs)
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(method(self, *args, **kwargs), self._loop))
+            work: asyncio.Future[T] = loop.create_task(method(self, *args, **kwargs))
+        else:
+            work = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(method(self, *args, **kwargs), self._loop))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            self._detached.add(work)  # runs on; its outcome stays with the runtime
+            work.add_done_callback(_forget_detached(self._detached))
+            raise
 
     return wrapper
+
+
+def _forget_detached(detached: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    def done(work: asyncio.Future[Any]) -> None:
+        detached.discard(work)
+        if not work.cancelled() and work.exception() is not None:
+            log.debug("a call whose caller went away ended with %r", work.exception())
+
+    return done
 
 
 class EnvRuntime:
@@ -99,7 +119,8 @@ class EnvRuntime:
                 self.sandbox.close()
             raise
         budget = self.config.memory_budget_bytes or free_bytes(self.store.root) // 2
-        self.reg = Registry(self.store, self.config.max_sessions, budget, self.config.lease_ttl_s)
+        self.reg = Registry(self.store, self.config.max_sessions, budget, self.config.lease_ttl_s,
+                            self.config.node_id)
         limits = WorkerLimits(memory_bytes=self.config.worker_memory_mb << 20,
                               file_bytes=self.config.max_database_bytes)
         self.pool = WorkerPool(self.sandbox, limits, slots=self.config.workers,
@@ -112,6 +133,7 @@ class EnvRuntime:
         self._counters = {"tool_calls": 0, "tool_errors": 0, "sessions_created": 0, "sessions_expired": 0}
         self.draining = False
         self._closed = False
+        self._detached: set[asyncio.Future[Any]] = set()  # operations whose callers went away
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -247,7 +269,45 @@ class EnvRuntime:
     # ---- tools ---------------------------------------------------------------------------------------
     @_on_home_loop
     async def acall_tool(self, session_id: str, name: str, arguments: dict[str, Any] | str | None = None,
-                         timeout_s: float | None = None) -> ToolResult:
+                         timeout_s: float | None = None, call_id: str | None = None) -> ToolResult:
+        """Run one tool call. With a `call_id`, the session remembers its outcome (its last CALL_IDS_KEPT ids): the
+        same id again returns that outcome, or waits for it while the first attempt runs, instead of running twice.
+        Outcomes that leave nothing behind and are safe to repeat (it never ran, it was rolled back at its
+        deadline, no worker could take it) are not remembered, so a retry runs the call."""
+        if not call_id:
+            return await self._call_tool(session_id, name, arguments, timeout_s)
+        if len(call_id) > MAX_CALL_ID_CHARS or not call_id.isprintable():
+            raise InvalidArgument(f"call_id must be at most {MAX_CALL_ID_CHARS} printable characters")
+        session = self.reg.get(session_id)
+        asked = (name, arguments if isinstance(arguments, str) or arguments is None else
+                 json.dumps(arguments, sort_keys=True, separators=(",", ":")))
+        record = session.calls.get(call_id)
+        if record is not None:
+            if record.fingerprint != asked:
+                raise InvalidArgument(f"call_id {clip(call_id)} was already used on this session for another call "
+                                      f"({clip(record.fingerprint[0])}); give every call its own id")
+            session.calls.move_to_end(call_id)
+            return await asyncio.shield(record.outcome)
+        record = CallRecord(asked, asyncio.get_running_loop().create_future())
+        session.calls[call_id] = record
+        while len(session.calls) > CALL_IDS_KEPT:
+            session.calls.popitem(last=False)
+        try:
+            result = await self._call_tool(session_id, name, arguments, timeout_s)
+        except BaseException as exc:
+            if not isinstance(exc, Aborted):  # nothing kept: a retry may run it afresh
+                session.calls.pop(call_id, None)
+            if isinstance(exc, asyncio.CancelledError):
+                record.outcome.cancel()
+            else:
+                record.outcome.set_exception(exc)
+                record.outcome.exception()  # retrieved: waiters, if any, re-raise it
+            raise
+        record.outcome.set_result(result)
+        return result
+
+    async def _call_tool(self, session_id: str, name: str, arguments: dict[str, Any] | str | None,
+                         timeout_s: float | None) -> ToolResult:
         session = self.reg.get(session_id)
         tool = session.env.tools.get(name)
         if tool is None:
@@ -516,8 +576,8 @@ class EnvRuntime:
         return self._blocking(self.acreate_session(env_id, task_id, lease_id))
 
     def call_tool(self, session_id: str, name: str, arguments: dict[str, Any] | str | None = None,
-                  timeout_s: float | None = None) -> ToolResult:
-        return self._blocking(self.acall_tool(session_id, name, arguments, timeout_s))
+                  timeout_s: float | None = None, call_id: str | None = None) -> ToolResult:
+        return self._blocking(self.acall_tool(session_id, name, arguments, timeout_s, call_id))
 
     def reset(self, session_id: str) -> str:
         return self._blocking(self.areset(session_id))
@@ -560,6 +620,7 @@ class EnvRuntime:
             snapshots=len(self.reg.snapshots),
             workers=self.pool.count(),
             sandbox_layers=list(self.sandbox.layers["applied"]),
+            node_id=self.reg.node_id,
         )
 
     def close(self) -> None:

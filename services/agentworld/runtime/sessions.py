@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from agentworld import placement
 from agentworld.runtime.environment import EnvSpec
 from agentworld.runtime.errors import FailedPrecondition, NotFound, ResourceExhausted, clip
 from agentworld.runtime.store import Image, StateStore
@@ -59,6 +60,15 @@ class Session:
     last_used: float = field(default_factory=time.monotonic)
     closed: bool = False
     hash_cache: tuple[tuple, str] | None = None  # (file version, state hash)
+    calls: OrderedDict[str, CallRecord] = field(default_factory=OrderedDict)  # call id -> outcome, newest last
+
+
+@dataclass(eq=False)
+class CallRecord:
+    """A tool call made with a call id: what was asked (a retry must ask the same) and its outcome."""
+
+    fingerprint: tuple[str, str]  # (tool name, arguments as sent)
+    outcome: asyncio.Future  # of ToolResult; done once the call committed or rolled back
 
 
 @dataclass(eq=False)
@@ -88,8 +98,11 @@ class Budget:
 
 
 class Registry:
-    def __init__(self, store: StateStore, max_sessions: int, budget_bytes: int, lease_ttl_s: float) -> None:
+    def __init__(self, store: StateStore, max_sessions: int, budget_bytes: int, lease_ttl_s: float,
+                 node_id: str) -> None:
         self.store = store
+        self.node_id = placement.check_node_id(node_id)
+        self.boot_id = placement.new_boot_id()
         self.max_sessions = max_sessions
         self.lease_ttl_s = lease_ttl_s
         self.budget = Budget(budget_bytes)
@@ -127,11 +140,24 @@ class Registry:
             ended = self._ended.get(session_id)
             if ended:
                 raise FailedPrecondition(f"session {clip(session_id)} was {ended}; create a new session")
-            raise NotFound(f"unknown session {clip(session_id)}; create one with CreateSession")
+            raise NotFound(self._unknown(session_id))
         session.last_used = time.monotonic()
         if session.lease is not None:
             self.renew(session.lease)
         return session
+
+    def _unknown(self, session_id: str) -> str:
+        """Why an id names no session here, as precisely as the id allows."""
+        ref = placement.parse_session_id(session_id)
+        here = f"backend {self.node_id}"
+        if ref is None:
+            return f"unknown session {clip(session_id)} on {here}; {placement.ID_FORMAT_HINT}"
+        if ref.node_id != self.node_id:
+            return f"session {clip(session_id)} belongs to backend {ref.node_id}, not to {here}"
+        if ref.boot_id != self.boot_id:
+            return (f"session {clip(session_id)} was created before {here} restarted; its state is gone, create a "
+                    "new session")
+        return f"unknown session {clip(session_id)} on {here}; create one with CreateSession"
 
     def check_room(self, n: int) -> None:
         if len(self.sessions) + n > self.max_sessions:
@@ -147,8 +173,8 @@ class Registry:
         tree = tree or Tree(next(self._trees))
         made = []
         for _ in range(n):
-            session = Session(f"s-{secrets.token_hex(8)}", env, task_id, tree, lease, self.hold(image),
-                              self.hold(episode), bytes=image.size)
+            session = Session(placement.new_session_id(self.node_id, self.boot_id), env, task_id, tree, lease,
+                              self.hold(image), self.hold(episode), bytes=image.size)
             tree.live += 1
             if lease is not None:
                 lease.sessions.add(session.session_id)

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentworld import placement
 from agentworld.limits import DEFAULT_LEASE_TTL_S, MAX_ARGUMENTS_BYTES, MAX_DATABASE_BYTES
 
 # The verifier outcomes and what each pays by default (AWM's reward map). A request may override the reward map.
@@ -35,6 +36,7 @@ def available_cpus() -> int:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
+    node_id: str = field(default_factory=placement.default_node_id)  # written into every session id it mints
     # sessions
     max_sessions: int = 4096
     idle_ttl_s: float = 600.0  # sessions without a lease, untouched this long, are closed; 0 disables
@@ -127,3 +129,4 @@ class RuntimeStats:
     snapshots: int = 0
     workers: int = 0
     sandbox_layers: list[str] = field(default_factory=list)
+    node_id: str = ""

@@ -17,10 +17,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from agentworld.limits import MAX_MESSAGE_BYTES
+from agentworld.auth import TokenFile
+from agentworld.limits import GRPC_SERVER_OPTIONS
 from agentworld.runtime import EnvRuntime, SessionInfo
 from agentworld.runtime import errors as rt_errors
 from agentworld.transport.background import BackgroundServer, start_in_thread
+from agentworld.transport.grpc_auth import interceptors
 from agentworld.v1 import env_pb2, env_pb2_grpc
 
 log = logging.getLogger("agentworld.envd")
@@ -108,8 +110,13 @@ class EnvServicer(env_pb2_grpc.EnvServiceServicer):
 
     @_mapped
     async def CallTool(self, request, context):
-        timeout = request.timeout_ms / 1000 if request.timeout_ms else None
-        result = await self.rt.acall_tool(request.session_id, request.tool_name, request.arguments_json, timeout)
+        # The call's own timeout (else envd's), and never past the RPC's deadline: a caller that gave up finds
+        # nothing committed.
+        timeout = request.timeout_ms / 1000 if request.timeout_ms else self.rt.config.call_timeout_s
+        remaining = context.time_remaining()
+        result = await self.rt.acall_tool(request.session_id, request.tool_name, request.arguments_json,
+                                          timeout if remaining is None else min(timeout, max(remaining, 0.001)),
+                                          request.call_id or None)
         return env_pb2.CallToolResponse(
             is_error=result.is_error, content=result.content, http_status=result.http_status,
             duration_ms=result.duration_ms,
@@ -165,7 +172,7 @@ class EnvServicer(env_pb2_grpc.EnvServiceServicer):
             tool_errors=s.tool_errors, sessions_created=s.sessions_created, sessions_expired=s.sessions_expired,
             rss_bytes=s.rss_bytes, env_ids=s.env_ids, draining=s.draining,
             memory_budget_bytes=s.memory_budget_bytes, memory_used_bytes=s.memory_used_bytes,
-            snapshots=s.snapshots, workers=s.workers, sandbox_layers=s.sandbox_layers,
+            snapshots=s.snapshots, workers=s.workers, sandbox_layers=s.sandbox_layers, node_id=s.node_id,
         )
 
     @_mapped
@@ -174,15 +181,11 @@ class EnvServicer(env_pb2_grpc.EnvServiceServicer):
         return env_pb2.KeepAliveResponse(ttl_s=ttl_s, sessions=sessions)
 
 
-def build_server(runtime: EnvRuntime, address: str) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """An aio server with EnvService, health (SERVING) and reflection bound to `address`; returns the port."""
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
-        ]
-    )
+def build_server(runtime: EnvRuntime, address: str, tokens: TokenFile | None = None
+                 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """An aio server with EnvService, health (SERVING) and reflection bound to `address`; returns the port.
+    With `tokens`, every call but health checks needs one of them."""
+    server = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=interceptors(tokens))
     env_pb2_grpc.add_EnvServiceServicer_to_server(EnvServicer(runtime), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -194,9 +197,10 @@ def build_server(runtime: EnvRuntime, address: str) -> tuple[grpc.aio.Server, in
 
 
 async def serve(runtime: EnvRuntime, host: str = "127.0.0.1", port: int = 50051,
-                on_ready: Callable[[int], None] | None = None, stop: asyncio.Event | None = None) -> None:
+                on_ready: Callable[[int], None] | None = None, stop: asyncio.Event | None = None,
+                tokens: TokenFile | None = None) -> None:
     """Serve until `stop` is set (or forever); reports NOT_SERVING while draining, then closes the runtime."""
-    server, bound, health_servicer = build_server(runtime, f"{host}:{port}")
+    server, bound, health_servicer = build_server(runtime, f"{host}:{port}", tokens)
     await runtime.astart()
     await server.start()
     for name in ("", SERVICE_NAME):
@@ -223,11 +227,12 @@ class RunningServer(BackgroundServer):
     runtime: EnvRuntime | None = None
 
 
-def serve_in_thread(runtime: EnvRuntime, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+def serve_in_thread(runtime: EnvRuntime, host: str = "127.0.0.1", port: int = 0,
+                    tokens: TokenFile | None = None) -> RunningServer:
     """Start envd on a daemon thread with its own event loop; returns once it is accepting calls."""
 
     def run(on_ready: Callable[[int], None], stop: asyncio.Event) -> Awaitable[None]:
-        return serve(runtime, host, port, on_ready=on_ready, stop=stop)
+        return serve(runtime, host, port, on_ready=on_ready, stop=stop, tokens=tokens)
 
     bound, loop, stop, thread = start_in_thread(run, host, "envd-grpc", timeout_s=30)
     return RunningServer(bound, host, loop, stop, thread, runtime=runtime)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from agentworld.auth import StaticToken, TokenFile
     from agentworld.client import AsyncEnvClient
     from agentworld.runtime import EnvRuntime
 
@@ -148,12 +149,17 @@ def _client_kind(exc: Exception) -> ErrorKind:
 class ClientBackend:
     """Sessions behind a gRPC address (the gateway, or envd in another process), through AsyncEnvClient."""
 
-    def __init__(self, client: AsyncEnvClient | str, owns_client: bool | None = None) -> None:
+    def __init__(self, client: AsyncEnvClient | str, owns_client: bool | None = None,
+                 token: StaticToken | TokenFile | None = None) -> None:
+        """`token`: what the client made for an address presents (None: the client's default, $AGENTWORLD_TOKEN or
+        $AGENTWORLD_TOKEN_FILE); a client passed in already carries its own."""
         if isinstance(client, str):
             from agentworld.client import AsyncEnvClient
 
-            client = AsyncEnvClient(client)
+            client = AsyncEnvClient(client, token=token)
             owns_client = True if owns_client is None else owns_client
+        elif token is not None:
+            raise ValueError(_TOKEN_NEEDS_ADDRESS)
         self.client = client
         self.owns_client = bool(owns_client)
         self._tools: dict[str, list[dict[str, Any]]] = {}
@@ -198,10 +204,17 @@ class ClientBackend:
             await self.client.close()
 
 
-def as_backend(target: Any) -> McpBackend:
-    """An McpBackend for an EnvRuntime, an AsyncEnvClient, a gRPC address, or a backend itself."""
+_TOKEN_NEEDS_ADDRESS = ("a backend token (the MCP edge's backend_token) is for a gRPC address only: an AsyncEnvClient "
+                        "carries its own token and an in-process runtime needs none")
+
+
+def as_backend(target: Any, token: StaticToken | TokenFile | None = None) -> McpBackend:
+    """An McpBackend for an EnvRuntime, an AsyncEnvClient, a gRPC address, or a backend itself. `token` goes to the
+    gRPC client made for an address (refused for other targets rather than silently dropped)."""
     if isinstance(target, str):
-        return ClientBackend(target)
+        return ClientBackend(target, token=token)
+    if token is not None:
+        raise ValueError(_TOKEN_NEEDS_ADDRESS)
     if isinstance(target, McpBackend):
         return target
     from agentworld.client import AsyncEnvClient

@@ -12,19 +12,27 @@ AsyncEnvClient (the gateway), or any `McpBackend`:
 
 Tool errors (the environment's own 4xx/5xx, unknown tools, arguments failing the schema, a lost session) come back
 as results with `isError: true`, so an agent sees them; malformed MCP requests get JSON-RPC errors.
+
+One policy (`EdgeGuard`, wrapping the whole app) guards every route but `GET /healthz`, whatever the bind address:
+a Host outside the allowed names gets 421 (DNS rebinding), an Origin that is not http(s)://<allowed name> gets 403,
+a POST that is not `application/json` gets 415 (no HTML form or no-cors fetch can send one), and with a token file
+a request without one of its bearer tokens gets 401.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
+import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import mcp_types as types
 from mcp.server.lowlevel import Server
@@ -33,16 +41,23 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from agentworld.auth import AUTH_METADATA_KEY, LOOPBACK_HOSTS, SCHEME, UNAUTHENTICATED_HINT, StaticToken, TokenFile
+from agentworld.runtime.errors import clip
 from agentworld.transport.mcp_backend import BackendError, McpBackend, as_backend
 
 log = logging.getLogger(__name__)
 
 MCP_METHODS = ["GET", "POST", "DELETE"]
+HEALTHZ_PATH = "/healthz"  # the one route open to anyone: probes carry no token and name the pod by its IP
+JSON_MEDIA_TYPE = "application/json"
+WILDCARD_BINDS = ("0.0.0.0", "::", "")  # bind addresses that are not a name any client uses
 _HTTP_STATUS = {"not_found": 404, "invalid_argument": 400, "unavailable": 503, "exhausted": 429, "failed": 409}
 
 
@@ -196,34 +211,159 @@ def _error_response(exc: BackendError) -> JSONResponse:
     return JSONResponse({"error": exc.kind, "message": exc.message}, status_code=_HTTP_STATUS.get(exc.kind, 500))
 
 
-def _security(host: str | None) -> TransportSecuritySettings | None:
-    """DNS-rebinding protection when bound to loopback (as the SDK's own apps do); none for other interfaces."""
-    if host not in ("127.0.0.1", "localhost", "::1"):
+_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?")  # a DNS name or IPv4 address, lower-cased
+
+
+def _split_host(value: str) -> tuple[str, str | None] | None:
+    """(name, port) of a Host header value or an allowed-host pattern, lower-cased; None if malformed. IPv6 keeps
+    its brackets, as in a Host header."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, bracket, rest = value.partition("]")
+        if not bracket:
+            return None
+        try:
+            ipaddress.IPv6Address(name[1:])
+        except ValueError:
+            return None
+        name += "]"
+        if rest and not rest.startswith(":"):
+            return None
+        port = rest[1:] if rest else None
+    else:
+        name, colon, port_text = value.partition(":")
+        port = port_text if colon else None
+        if not _NAME.fullmatch(name):
+            return None
+    if port is not None and not (port == "*" or (port.isdigit() and len(port) <= 5)):
         return None
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
-        allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
-    )
+    return name, port
+
+
+def _host_form(address: str) -> str:
+    """An address as it appears in a Host header (IPv6 in brackets)."""
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+
+
+@dataclass(frozen=True)
+class _HostPattern:
+    """An allowed Host: `name` (no port, i.e. the scheme's default), `name:port`, or `name:*` (any port or none)."""
+
+    name: str
+    port: str | None
+
+    @classmethod
+    def parse(cls, pattern: str) -> _HostPattern:
+        parsed = _split_host(pattern)
+        if parsed is None:
+            raise ValueError(f"allowed host {pattern!r}: give NAME, NAME:PORT or NAME:* (IPv6 as [ADDR]:PORT), "
+                             "without a scheme or path")
+        return cls(*parsed)
+
+    def matches(self, name: str, port: str | None) -> bool:
+        return name == self.name and (self.port == "*" or port == self.port)
+
+
+class EdgePolicy:
+    """Who may use the HTTP edge: the allowed Host names (and Origins built from them) and, optionally, tokens."""
+
+    def __init__(self, token: TokenFile | None = None, allowed_hosts: Sequence[str] = (),
+                 bind_host: str | None = None) -> None:
+        names = [f"{_host_form(h)}:*" for h in LOOPBACK_HOSTS]
+        if bind_host is not None and bind_host not in WILDCARD_BINDS:
+            names.append(f"{_host_form(bind_host)}:*")
+        self.token = token
+        self.hosts = tuple(_HostPattern.parse(p) for p in [*names, *allowed_hosts])
+
+    def host_allowed(self, host: str | None) -> bool:
+        parsed = _split_host(host) if host else None
+        return parsed is not None and parsed[1] != "*" and any(p.matches(*parsed) for p in self.hosts)
+
+    def origin_allowed(self, origin: str) -> bool:
+        """http(s)://<allowed host>; `null` (sandboxed frames, files) and anything else is foreign."""
+        try:
+            url = urlsplit(origin.strip())
+        except ValueError:
+            return False
+        if url.scheme not in ("http", "https") or url.path or url.query or url.fragment or "@" in url.netloc:
+            return False
+        return self.host_allowed(url.netloc)
+
+    def refusal(self, method: str, path: str, headers: Headers) -> Response | None:
+        """Why this request may not reach the app (as the response to send), or None to let it through."""
+        if path == HEALTHZ_PATH and method in ("GET", "HEAD"):
+            return None
+        if not self.host_allowed(headers.get("host")):
+            return _refuse(421, "misdirected", f"Host {clip(headers.get('host', ''))} is not a name of this "
+                           "server; start it with --allowed-host NAME (NAME:* for any port) to serve under that name")
+        origin = headers.get("origin")
+        if origin is not None and not self.origin_allowed(origin):
+            return _refuse(403, "forbidden_origin", f"Origin {clip(origin)} is not allowed: requests from web "
+                           "pages must come from http(s)://<an allowed host>")
+        if self.token is not None:
+            presented = headers.get(AUTH_METADATA_KEY)
+            if not self.token.accepts(presented):
+                why = "no bearer token" if presented is None else "the bearer token is not accepted"
+                challenge = f'{SCHEME} realm="agentworld"' + ("" if presented is None else ', error="invalid_token"')
+                return _refuse(401, "unauthenticated", f"{why}: {UNAUTHENTICATED_HINT}",
+                               {"WWW-Authenticate": challenge})
+        # No HTML form and no no-cors fetch can send a JSON POST; a DELETE is never such a "simple" request.
+        content_type = headers.get("content-type")
+        if method == "POST" or (method == "DELETE" and content_type is not None):
+            media_type = (content_type or "").partition(";")[0].strip().lower()
+            if media_type != JSON_MEDIA_TYPE:
+                need = "needs" if method == "POST" else "takes no body, or one with"
+                return _refuse(415, "unsupported_media_type", f"{method} {need} 'Content-Type: {JSON_MEDIA_TYPE}' "
+                               f"(got {clip(content_type or '')}; a POST needs it even with an empty body)")
+        return None
+
+
+def _refuse(status: int, error: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": error, "message": message}, status_code=status, headers=headers)
+
+
+class EdgeGuard:
+    """ASGI middleware applying an EdgePolicy to every HTTP request before any route (MCP and REST alike) sees it.
+    Other scopes pass: lifespan must, and the app has no WebSocket routes."""
+
+    def __init__(self, app: ASGIApp, policy: EdgePolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = self.policy.refusal(scope["method"], scope["path"], Headers(scope=scope))
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def build_mcp_app(
     target: Any,
     *,
     host: str | None = None,
+    token: TokenFile | None = None,
+    allowed_hosts: Sequence[str] = (),
+    backend_token: StaticToken | TokenFile | None = None,
     session_idle_timeout_s: float | None = 600.0,
     max_mcp_sessions: int | None = 10_000,
 ) -> Starlette:
     """The ASGI app (see the module docstring). `target`: EnvRuntime, gRPC address, AsyncEnvClient or McpBackend.
 
-    `host`: the interface it will be served on (loopback turns on DNS-rebinding protection).
+    `host`: the interface it will be served on; unless a wildcard (0.0.0.0, ::) it is an allowed Host name, beside
+    the loopback names and `allowed_hosts` (NAME, NAME:PORT, NAME:*). `token`: require one of its bearer tokens
+    (None: no authentication). `backend_token`: what the gRPC client presents when `target` is an address (None:
+    $AGENTWORLD_TOKEN / $AGENTWORLD_TOKEN_FILE, as any client).
     """
-    backend = as_backend(target)
+    policy = EdgePolicy(token, allowed_hosts, bind_host=host)  # malformed names fail here, before anything starts
+    backend = as_backend(target, token=backend_token)
     binder = _SessionBinder(backend, session_idle_timeout_s)
     server = build_mcp_server(backend, binder)
     manager = StreamableHTTPSessionManager(
         server, session_idle_timeout=session_idle_timeout_s, max_sessions=max_mcp_sessions,
-        security_settings=_security(host),
+        # EdgeGuard enforces Host/Origin for every route; a second, differently worded copy here would only drift.
+        security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
     endpoint = _McpEndpoint(manager, binder)
 
@@ -278,8 +418,9 @@ def build_mcp_app(
             Route("/envs/{env_id}/sessions", endpoint=create_session, methods=["POST"]),
             Route("/sessions/{session_id}/verify", endpoint=verify, methods=["POST"]),
             Route("/sessions/{session_id}", endpoint=close_session, methods=["DELETE"]),
-            Route("/healthz", endpoint=healthz, methods=["GET"]),
+            Route(HEALTHZ_PATH, endpoint=healthz, methods=["GET"]),
         ],
+        middleware=[Middleware(EdgeGuard, policy=policy)],
         lifespan=lifespan,
     )
 
@@ -296,8 +437,8 @@ class _Server:
             def capture_signals(self):  # noqa: ANN202 - uvicorn's hook
                 yield
 
-        config = uvicorn.Config(build_mcp_app(target, host=host, **app_options), host=host, port=port, log_level="warning", lifespan="on",
-                                access_log=False)
+        config = uvicorn.Config(build_mcp_app(target, host=host, **app_options), host=host, port=port,
+                                log_level="warning", lifespan="on", access_log=False)
         return QuietServer(config)
 
 
@@ -306,14 +447,18 @@ def bound_port(server: Any) -> int:
 
 
 async def serve_mcp(target: Any, host: str = "127.0.0.1", port: int = 8765,
-                    on_ready: Callable[[int], None] | None = None) -> None:
+                    on_ready: Callable[[int], None] | None = None, *,
+                    token: TokenFile | None = None, allowed_hosts: Sequence[str] = (),
+                    backend_token: StaticToken | TokenFile | None = None, **app_options: Any) -> None:
     """Serve MCP on host:port until cancelled, then shut it down gracefully.
 
-    envd runs it beside its gRPC server: `loop.create_task(serve_mcp(runtime, host, mcp_port))`. The HTTP server
-    runs on its own thread and event loop, so a busy MCP client never stalls the gRPC loop and the embedding
-    process's shutdown (which cancels every task) cannot tear uvicorn apart mid-way.
+    envd runs it beside its gRPC server: `loop.create_task(serve_mcp(runtime, host, mcp_port, token=tokens))`. The
+    HTTP server runs on its own thread and event loop, so a busy MCP client never stalls the gRPC loop and the
+    embedding process's shutdown (which cancels every task) cannot tear uvicorn apart mid-way. The keywords are
+    `build_mcp_app`'s.
     """
-    handle = await asyncio.to_thread(serve_mcp_in_thread, target, host, port)
+    handle = await asyncio.to_thread(serve_mcp_in_thread, target, host, port, token=token,
+                                     allowed_hosts=allowed_hosts, backend_token=backend_token, **app_options)
     if on_ready is not None:
         on_ready(handle.port)
     try:
@@ -354,12 +499,16 @@ class McpServerHandle:
 
 
 def serve_mcp_in_thread(target: Any, host: str = "127.0.0.1", port: int = 8765,
-                        startup_timeout_s: float = 15.0, **app_options: Any) -> McpServerHandle:
+                        startup_timeout_s: float = 15.0, *, token: TokenFile | None = None,
+                        allowed_hosts: Sequence[str] = (), backend_token: StaticToken | TokenFile | None = None,
+                        **app_options: Any) -> McpServerHandle:
     """Serve MCP on a daemon thread; returns once listening (tests, `agentworld mcp`, embedding in sync code).
 
-    `app_options` go to `build_mcp_app` (session_idle_timeout_s, max_mcp_sessions).
+    `token`, `allowed_hosts`, `backend_token` and `app_options` (session_idle_timeout_s, max_mcp_sessions) go to
+    `build_mcp_app`.
     """
-    server = _Server.make(target, host, port, **app_options)
+    server = _Server.make(target, host, port, token=token, allowed_hosts=allowed_hosts,
+                          backend_token=backend_token, **app_options)
     failure: list[BaseException] = []
 
     def run() -> None:
