@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -519,13 +521,53 @@ def test_export_of_a_non_awm_bundle(imported, tmp_path: Path) -> None:
     bdir = write_bundle(bundle, tmp_path / "bundles")
     codes = verifier_codes(load_bundle(bdir))
     for i, code in enumerate(codes):
-        ns: dict[str, Any] = {}
-        exec(compile(code, f"task{i}", "exec"), ns)
-        assert ns["verify_task_completion"]("a", "b") == {"result": "others", "task": i}
+        assert run_like_awm(code, "a", "b") == {"result": "others", "task": i}
     export_awm([bdir], tmp_path / "awm")
     again = import_awm(tmp_path / "awm", tmp_path / "again")
     ns = load_verifiers(again[0])
     assert [ns[f"verify_task_{i}"]("a", "b")["task"] for i in range(10)] == list(range(10))
+
+
+def run_like_awm(code: str, initial_db_path: str, final_db_path: str, final_answer: str | None = None) -> Any:
+    """AWM's verifier runner's selection rule: execute the code, then call the function named on its first line
+    that starts with `def verify_`."""
+    first = next(line for line in code.splitlines() if line.startswith("def verify_"))
+    name = re.match(r"def (verify_\w+)\s*\(", first).group(1)  # type: ignore[union-attr]
+    ns: dict[str, Any] = {}
+    exec(compile(code, "verification", "exec"), ns)
+    fn = ns[name]
+    args = [initial_db_path, final_db_path]
+    if "final_answer" in inspect.signature(fn).parameters:
+        args.append(final_answer)
+    return fn(*args)
+
+
+def test_exported_offline_environments_verify_as_intended_under_awms_rule(tmp_path: Path) -> None:
+    """Every task's exported code, run by AWM's rule, is that task's own verifier: complete on the task's reference
+    replay, and not complete on the untouched database. (Before: AWM ran verify_task_1 for every task.)"""
+    from agentworld.runtime import EnvRuntime
+    from agentworld.synth.run import synthesize
+
+    synthesize(2, seed=3, out=tmp_path / "envs", workers=1, validate=False)
+    bundles = [load_bundle(p) for p in sorted((tmp_path / "envs").iterdir()) if (p / "env.json").is_file()]
+    assert len(bundles) == 2
+    runtime = EnvRuntime(bundles)
+    try:
+        for bundle in bundles:
+            for task, code in zip(bundle.tasks, verifier_codes(bundle), strict=True):
+                session = runtime.create_session(bundle.env_id, task.id).session_id
+                initial, final = tmp_path / f"{task.id}-initial.db", tmp_path / f"{task.id}-final.db"
+                initial.write_bytes(runtime.snapshot(session, export=True).data or b"")
+                for step in task.solution:
+                    assert not runtime.call_tool(session, step.tool, step.arguments).is_error, (task.id, step)
+                final.write_bytes(runtime.snapshot(session, export=True).data or b"")
+                runtime.close_session(session)
+                answer = task.expected_answer
+                assert run_like_awm(code, str(initial), str(final), answer)["result"] == "complete", task.id
+                untouched = run_like_awm(code, str(initial), str(initial), None if task.kind == "query" else answer)
+                assert untouched["result"] != "complete", task.id
+    finally:
+        runtime.close()
 
 
 def test_export_rejects_duplicate_scenarios(imported, tmp_path: Path) -> None:

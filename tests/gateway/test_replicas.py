@@ -163,8 +163,10 @@ async def _episodes(address: str, bundle: Bundle, n: int, halfway: threading.Eve
             if done >= n // 2:
                 halfway.set()
 
-        return await run_rollouts(client, make_policy("reference"), specs[:n], EpisodeConfig(), concurrency=n,
-                                  on_done=count)
+        # 1,024 episodes at once on 2 cores queue for workers far past envd's default 10 s call timeout: this test
+        # is about restarts, not load, so calls get the client's whole deadline.
+        return await run_rollouts(client, make_policy("reference"), specs[:n], EpisodeConfig(tool_timeout_s=110),
+                                  concurrency=n, on_done=count)
 
 
 def test_1024_episodes_through_two_replicas_one_restarted_midway(

@@ -77,27 +77,55 @@ async def test_errors_are_flagged(mcp_url):
             assert lost.is_error and "s-doesnotexist" in lost.content[0].text
 
 
-async def test_env_endpoint_gives_each_connection_its_own_session(mcp_url, envd):
-    async def borrow_and_count(url: str, borrow: bool) -> int:
-        async with streamable_http_client(url) as (read, write):
-            async with ClientSession(read, write) as mcp:
-                await mcp.initialize()
-                if borrow:
-                    assert not (await mcp.call_tool("renew_loan", {"loan_id": 1})).is_error
-                loans = json.loads((await mcp.call_tool("list_my_loans", {"status": "active"})).content[0].text)
-                return sum(loan["renewal_count"] for loan in loans)
+async def _one_call(url: str, tool: str, arguments: dict) -> str:
+    """What AWM's agent does for every tool call: a new MCP session, one call, the session ended."""
+    async with streamable_http_client(url) as (read, write):
+        async with ClientSession(read, write) as mcp:
+            await mcp.initialize()
+            result = await mcp.call_tool(tool, arguments)
+            assert not result.is_error, result.content[0].text
+            return result.content[0].text
 
-    url = f"{mcp_url}/envs/{ENV}/mcp"
+
+async def test_env_endpoint_keeps_writes_across_mcp_connections_like_awms_server(mcp_url, envd):
+    # Before: each MCP connection got a fresh environment session, so every write an AWM-style agent made vanished.
+    url = f"{mcp_url}/envs/{ENV}/mcp?task_id=task_2"
+
+    async def renewals() -> int:
+        loans = json.loads(await _one_call(url, "list_my_loans", {"status": "active"}))
+        return sum(loan["renewal_count"] for loan in loans)
+
     before = envd.runtime.stats().active_sessions
-    assert await borrow_and_count(url, True) == 1
-    assert await borrow_and_count(url, False) == 0  # a fresh session: the first connection's write is not here
-    assert envd.runtime.stats().active_sessions == before  # ending the MCP session closed its env session
+    assert await renewals() == 0
+    await _one_call(url, "renew_loan", {"loan_id": 1})
+    assert await renewals() == 1  # the write persisted into the next MCP connection
+    assert envd.runtime.stats().active_sessions == before + 1  # one shared session for all those connections
+    async with httpx.AsyncClient() as http:  # reset over REST: the shared session back at its initial state
+        r = await http.post(f"{mcp_url}/envs/{ENV}/reset?task_id=task_2", json={})
+        assert r.status_code == 200, r.text
+    assert await renewals() == 0
+    other = f"{mcp_url}/envs/{ENV}/mcp?task_id=task_3"  # another task: another shared session
+    loans = json.loads(await _one_call(other, "list_my_loans", {"status": "active"}))
+    assert sum(loan["renewal_count"] for loan in loans) == 0
 
 
-async def test_auto_negotiating_client_falls_back_to_a_stateful_session(mcp_url):
+async def test_minted_session_urls_isolate_episodes_and_reset(mcp_url):
+    first, second = await _new_session(mcp_url, "task_1"), await _new_session(mcp_url, "task_1")
+    await _one_call(f"{mcp_url}/sessions/{first}/mcp", "renew_loan", {"loan_id": 1})
+    loans = json.loads(await _one_call(f"{mcp_url}/sessions/{second}/mcp", "list_my_loans", {"status": "active"}))
+    assert sum(loan["renewal_count"] for loan in loans) == 0  # the other episode's write is not here
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(f"{mcp_url}/sessions/{first}/verify", json={})).json()["outcome"] == "complete"
+        assert (await http.post(f"{mcp_url}/sessions/{first}/reset", json={})).status_code == 200
+        assert (await http.post(f"{mcp_url}/sessions/{first}/verify", json={})).json()["outcome"] == "others"
+        missing = await http.post(f"{mcp_url}/sessions/s-nope/reset", json={})
+        assert missing.status_code in (404, 409) and "s-nope" in missing.json()["message"]
+
+
+async def test_auto_negotiating_client_works_on_the_env_endpoint(mcp_url):
     from mcp import Client
 
-    async with Client(f"{mcp_url}/envs/{ENV}/mcp") as client:
+    async with Client(f"{mcp_url}/envs/{ENV}/mcp?task_id=task_4") as client:
         assert not (await client.call_tool("renew_loan", {"loan_id": 1})).is_error
         loans = json.loads((await client.call_tool("list_my_loans", {"status": "active"})).content[0].text)
         assert sum(loan["renewal_count"] for loan in loans) == 1  # both calls hit the same session
@@ -168,24 +196,23 @@ async def test_envd_serves_mcp_beside_grpc(mini_library_bundle_dir):
             proc.wait()
 
 
-async def test_abandoned_mcp_sessions_release_their_env_sessions(envd):
-    """A client that vanishes without DELETE: once its MCP session idles out, its env session is closed too."""
+async def test_the_shared_session_outlives_abandoned_mcp_sessions_and_ends_with_the_edge(envd):
+    """Clients that vanish without DELETE, or whose MCP sessions idle out, leave the shared session as it was (AWM's
+    server keeps its database); stopping the edge closes it."""
     import asyncio
 
     handle = serve_mcp_in_thread(envd.runtime, port=0, session_idle_timeout_s=0.5)
     url = f"http://127.0.0.1:{handle.port}/envs/{ENV}/mcp"
+    before = envd.runtime.stats().active_sessions
     try:
-        before = envd.runtime.stats().active_sessions
         async with streamable_http_client(url, terminate_on_close=False) as (read, write):
             async with ClientSession(read, write) as mcp:
                 await mcp.initialize()
-                assert not (await mcp.call_tool("list_branches", {})).is_error
+                assert not (await mcp.call_tool("renew_loan", {"loan_id": 1})).is_error
+        await asyncio.sleep(1.0)  # past the MCP idle timeout: the SDK has dropped that MCP session
+        loans = json.loads(await _one_call(url, "list_my_loans", {"status": "active"}))
+        assert sum(loan["renewal_count"] for loan in loans) == 1
         assert envd.runtime.stats().active_sessions == before + 1
-        await asyncio.sleep(1.0)
-        async with streamable_http_client(url) as (read, write):  # any new binding sweeps the idle ones
-            async with ClientSession(read, write) as mcp:
-                await mcp.initialize()
-                await mcp.list_tools()
-        assert envd.runtime.stats().active_sessions == before
     finally:
         handle.stop()
+    assert envd.runtime.stats().active_sessions == before

@@ -1,10 +1,10 @@
 """Export bundles as Agent World Model (AWM) JSONL files, the inverse of `awm_import`.
 
 Bundles imported from AWM give back their original verifier code (verifiers.py keeps one marked section per
-task); other bundles get, per task, the whole verifiers.py plus a `verify_task_completion` that delegates to the
-task's function, which is self-contained and correct. gen_spec is derived from the app's route decorators
-(path, method, operation_id, summary, description, tags, parameters); response shapes and required tables,
-which only the LLM's spec had, are left empty.
+task); other bundles get, per task, a `verify_task_completion` that delegates to the task's function, followed by
+the whole verifiers.py, which is self-contained and correct (AWM's runner calls the code's first `def verify_`).
+gen_spec is derived from the app's route decorators (path, method, operation_id, summary, description, tags,
+parameters); response shapes and required tables, which only the LLM's spec had, are left empty.
 """
 
 from __future__ import annotations
@@ -119,12 +119,21 @@ def verifier_codes(bundle: Bundle) -> list[str]:
                 code = dedent_code("\n".join(body))
             out.append(prefix + code.strip("\n") + "\n")
         else:
-            out.append(
-                bundle.verifiers_py.rstrip()
-                + f"\n\n\ndef {AWM_VERIFIER}(initial_db_path: str, final_db_path: str, final_answer: str | None = None)"
-                + f" -> dict:\n    return {name}(initial_db_path, final_db_path, final_answer)\n"
-            )
+            out.append(_delegating_code(bundle.verifiers_py, name))
     return out
+
+
+def _delegating_code(verifiers_py: str, name: str) -> str:
+    """The whole verifiers.py behind a `verify_task_completion` that calls `name`. AWM's verifier runner calls the
+    function of the code's first line starting with `def verify_`, so the delegate comes first (after any
+    `from __future__` lines, which Python requires at the top); the names it calls are resolved when it runs."""
+    lines = verifiers_py.rstrip().splitlines()
+    future = [line for line in lines if line.startswith("from __future__ import")]
+    rest = [line for line in lines if not line.startswith("from __future__ import")]
+    delegate = (f"def {AWM_VERIFIER}(initial_db_path: str, final_db_path: str, final_answer: str | None = None)"
+                f" -> dict:\n    return {name}(initial_db_path, final_db_path, final_answer)\n")
+    head = "\n".join(future) + "\n\n" if future else ""
+    return head + delegate + "\n\n" + "\n".join(rest).strip("\n") + "\n"
 
 
 def _const(node: ast.AST | None) -> Any:

@@ -51,6 +51,7 @@ class McpBackend(Protocol):
     async def list_tools(self, session_id: str) -> list[dict[str, Any]]: ...
     async def call_tool(self, session_id: str, name: str, arguments: dict[str, Any]) -> ToolOutcome: ...
     async def verify(self, session_id: str, final_answer: str | None = None) -> dict[str, Any]: ...
+    async def reset(self, session_id: str) -> None: ...
     async def close_session(self, session_id: str) -> None: ...
     async def aclose(self) -> None: ...
 
@@ -119,6 +120,14 @@ class RuntimeBackend:
         except errors.EnvError as exc:
             raise self._wrap(exc) from exc
         return {"outcome": v.outcome, "reward": v.reward, "details": v.details, "duration_ms": v.duration_ms}
+
+    async def reset(self, session_id: str) -> None:
+        from agentworld.runtime import errors
+
+        try:
+            await self.runtime.areset(session_id)
+        except errors.EnvError as exc:
+            raise self._wrap(exc) from exc
 
     async def close_session(self, session_id: str) -> None:
         from agentworld.runtime import errors
@@ -195,6 +204,9 @@ class ClientBackend:
     async def verify(self, session_id: str, final_answer: str | None = None) -> dict[str, Any]:
         v = await self._do(self.client.session(session_id).verify(final_answer=final_answer))
         return {"outcome": v.outcome, "reward": v.reward, "details": v.details, "duration_ms": v.duration_ms}
+
+    async def reset(self, session_id: str) -> None:
+        await self._do(self.client.session(session_id).reset())
 
     async def close_session(self, session_id: str) -> None:
         await self._do(self.client.session(session_id).close())

@@ -4,11 +4,13 @@ Routes of the ASGI app `build_mcp_app(target)`; `target` is an EnvRuntime (envd)
 AsyncEnvClient (the gateway), or any `McpBackend`:
 
 - `/sessions/{session_id}/mcp`   MCP endpoint bound to an existing session (any number of MCP connections may share
-                                 it, e.g. AWM's agent opens one per call).
-- `/envs/{env_id}/mcp[?task_id=]` MCP endpoint that opens a fresh session per MCP connection (on its first request)
-                                 and closes it when the client ends the MCP session (DELETE).
+                                 it, e.g. AWM's agent opens one per call): one episode's own state.
+- `/envs/{env_id}/mcp[?task_id=]` MCP endpoint on the edge's shared session of that environment (and task), as AWM's
+                                 server is one database: writes persist across MCP connections while the edge runs.
 - `GET /envs`, `POST /envs/{env_id}/sessions` ({"task_id"}), `POST /sessions/{id}/verify` ({"final_answer"}),
-  `DELETE /sessions/{id}`, `GET /healthz`: the plain-HTTP rest of an episode (create, verify, close).
+  `POST /sessions/{id}/reset`, `POST /envs/{env_id}/reset[?task_id=]` (the shared session), `DELETE /sessions/{id}`,
+  `GET /healthz`: the plain-HTTP rest of an episode (create, reset, verify, close). MCP itself has no reset: the
+  tool list stays exactly the environment's.
 
 Tool errors (the environment's own 4xx/5xx, unknown tools, arguments failing the schema, a lost session) come back
 as results with `isError: true`, so an agent sees them; malformed MCP requests get JSON-RPC errors.
@@ -39,7 +41,6 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
@@ -62,65 +63,52 @@ _HTTP_STATUS = {"not_found": 404, "invalid_argument": 400, "unavailable": 503, "
 
 
 class _SessionBinder:
-    """Which environment session each request talks to: from the path, or one per MCP session on /envs/..."""
+    """Which environment session a request talks to: the one in the path (/sessions/{id}/mcp), or the edge's shared
+    session of the environment (and task) on /envs/{env_id}/mcp[?task_id=].
 
-    def __init__(self, backend: McpBackend, idle_timeout_s: float | None = None) -> None:
+    The shared session is what AWM's server is: one database that every MCP connection reads and writes, for as long
+    as this edge runs (AWM's agent opens a new MCP session per tool call, so a session per connection would lose
+    every write). It is made on first use; if it ended meanwhile (closed, or idle past envd's TTL) the next request
+    gets a new one. Episodes that need their own state mint a session (POST /envs/{env_id}/sessions)."""
+
+    def __init__(self, backend: McpBackend) -> None:
         self.backend = backend
-        self.idle_timeout_s = idle_timeout_s
-        self._bound: dict[str, tuple[str, float]] = {}  # Mcp-Session-Id -> (env session id, last used)
+        self._shared: dict[tuple[str, str | None], str] = {}  # (env id, task id) -> env session id
         self._lock = asyncio.Lock()
 
-    async def session_for(self, request: Request | None) -> str:
+    @staticmethod
+    def shared_key(request: Request) -> tuple[str, str | None]:
+        return request.path_params["env_id"], request.query_params.get("task_id") or None
+
+    async def session_for(self, request: Request | None, fresh: bool = False) -> str:
         if request is None:
             raise MCPError(types.INVALID_REQUEST, "agentworld MCP is served over Streamable HTTP only")
-        params = request.path_params
-        if "session_id" in params:
-            return params["session_id"]
-        mcp_session = request.headers.get("mcp-session-id")
-        if not mcp_session:
-            raise MCPError(
-                types.INVALID_REQUEST,
-                "no Mcp-Session-Id: /envs/{env_id}/mcp needs a stateful MCP session; or create a session with "
-                "POST /envs/{env_id}/sessions and use /sessions/{session_id}/mcp",
-            )
-        now = time.monotonic()
+        if "session_id" in request.path_params:
+            return request.path_params["session_id"]
+        return await self.shared(self.shared_key(request), fresh)
+
+    async def shared(self, key: tuple[str, str | None], fresh: bool = False) -> str:
+        """The shared session for (env id, task id); `fresh`: the last one is gone, make another."""
         async with self._lock:
-            bound = self._bound.get(mcp_session)
-            if bound is None:
-                await self._expire(now)
+            session_id = self._shared.get(key)
+            if session_id is None or fresh:
                 try:
-                    session_id = await self.backend.create_session(
-                        params["env_id"], request.query_params.get("task_id") or None
-                    )
+                    session_id = self._shared[key] = await self.backend.create_session(*key)
                 except BackendError as exc:
                     raise MCPError(types.INVALID_PARAMS, exc.message) from exc
-            else:
-                session_id = bound[0]
-            self._bound[mcp_session] = (session_id, now)
             return session_id
 
-    async def _expire(self, now: float) -> None:
-        """Forget MCP sessions idle past the SDK's idle timeout (it has dropped them) and close their env sessions."""
-        if self.idle_timeout_s is None:
-            return
-        stale = [k for k, (_, used) in self._bound.items() if now - used > self.idle_timeout_s]
-        for key in stale:
-            session_id, _ = self._bound.pop(key)
-            with contextlib.suppress(BackendError):
-                await self.backend.close_session(session_id)
-
-    async def release(self, mcp_session: str | None) -> None:
-        if not mcp_session:
-            return
-        async with self._lock:
-            bound = self._bound.pop(mcp_session, None)
-        if bound is not None:
-            with contextlib.suppress(BackendError):
-                await self.backend.close_session(bound[0])
+    def is_shared(self, request: Request | None) -> bool:
+        return request is not None and "env_id" in request.path_params
 
     async def release_all(self) -> None:
-        for mcp_session in list(self._bound):
-            await self.release(mcp_session)
+        for session_id in list(self._shared.values()):
+            with contextlib.suppress(BackendError):
+                await self.backend.close_session(session_id)
+        self._shared.clear()
+
+
+ENDED = ("not_found", "failed")  # a shared session that ended (closed, expired): start another
 
 
 def _tool_error(message: str) -> types.CallToolResult:
@@ -133,7 +121,12 @@ def build_mcp_server(backend: McpBackend, binder: _SessionBinder) -> Server[Any]
     async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         session_id = await binder.session_for(ctx.request)
         try:
-            tools = await backend.list_tools(session_id)
+            try:
+                tools = await backend.list_tools(session_id)
+            except BackendError as exc:
+                if not (binder.is_shared(ctx.request) and exc.kind in ENDED):
+                    raise
+                tools = await backend.list_tools(await binder.session_for(ctx.request, fresh=True))
         except BackendError as exc:
             code = types.INVALID_PARAMS if exc.kind in ("not_found", "invalid_argument") else types.INTERNAL_ERROR
             raise MCPError(code, exc.message) from exc
@@ -147,8 +140,15 @@ def build_mcp_server(backend: McpBackend, binder: _SessionBinder) -> Server[Any]
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         session_id = await binder.session_for(ctx.request)
+        arguments = dict(params.arguments or {})
         try:
-            outcome = await backend.call_tool(session_id, params.name, dict(params.arguments or {}))
+            try:
+                outcome = await backend.call_tool(session_id, params.name, arguments)
+            except BackendError as exc:
+                if not (binder.is_shared(ctx.request) and exc.kind in ENDED and session_id in exc.message):
+                    raise
+                session_id = await binder.session_for(ctx.request, fresh=True)
+                outcome = await backend.call_tool(session_id, params.name, arguments)
         except BackendError as exc:
             return _tool_error(exc.message)
         return types.CallToolResult(
@@ -166,31 +166,12 @@ def build_mcp_server(backend: McpBackend, binder: _SessionBinder) -> Server[Any]
 
 @dataclass
 class _McpEndpoint:
-    """ASGI endpoint forwarding to the SDK's session manager; ends bound sessions when the client deletes its MCP
-    session."""
+    """ASGI endpoint for the SDK's session manager (a plain class: Starlette would wrap a function or method as a
+    request handler)."""
 
     manager: StreamableHTTPSessionManager
-    binder: _SessionBinder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and "env_id" in scope.get("path_params", {}):
-            headers = dict(scope.get("headers") or [])
-            version = headers.get(b"mcp-protocol-version", b"").decode("latin-1")
-            if version and version not in HANDSHAKE_PROTOCOL_VERSIONS:
-                # The session-less (modern) era has no connection to hang a fresh env session on: refuse it, and
-                # the SDK's auto-negotiating clients fall back to the initialize handshake (a stateful session).
-                error = {"jsonrpc": "2.0", "id": None, "error": {
-                    "code": types.INVALID_REQUEST,
-                    "message": f"/envs/.../mcp needs a stateful MCP session (protocol {version} is session-less); "
-                               "use the initialize handshake, or POST /envs/{env_id}/sessions and /sessions/{id}/mcp",
-                }}
-                await JSONResponse(error, status_code=400)(scope, receive, send)
-                return
-            if scope["method"] == "DELETE":
-                mcp_session = headers.get(b"mcp-session-id", b"").decode() or None
-                await self.binder.release(mcp_session)  # before answering, so the client sees it closed
-                await self.manager.handle_request(scope, receive, send)
-                return
         await self.manager.handle_request(scope, receive, send)
 
 
@@ -358,14 +339,14 @@ def build_mcp_app(
     """
     policy = EdgePolicy(token, allowed_hosts, bind_host=host)  # malformed names fail here, before anything starts
     backend = as_backend(target, token=backend_token)
-    binder = _SessionBinder(backend, session_idle_timeout_s)
+    binder = _SessionBinder(backend)
     server = build_mcp_server(backend, binder)
     manager = StreamableHTTPSessionManager(
         server, session_idle_timeout=session_idle_timeout_s, max_sessions=max_mcp_sessions,
         # EdgeGuard enforces Host/Origin for every route; a second, differently worded copy here would only drift.
         security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
-    endpoint = _McpEndpoint(manager, binder)
+    endpoint = _McpEndpoint(manager)
 
     async def list_envs(request: Request) -> Response:
         try:
@@ -390,6 +371,19 @@ def build_mcp_app(
         except BackendError as exc:
             return _error_response(exc)
         return JSONResponse(verdict)
+
+    async def reset(request: Request) -> Response:
+        try:
+            if "env_id" in request.path_params:
+                session_id = await binder.shared(binder.shared_key(request))
+            else:
+                session_id = request.path_params["session_id"]
+            await backend.reset(session_id)
+        except BackendError as exc:
+            return _error_response(exc)
+        except MCPError as exc:
+            return JSONResponse({"error": "invalid_argument", "message": exc.error.message}, status_code=400)
+        return JSONResponse({"session_id": session_id, "reset": True})
 
     async def close_session(request: Request) -> Response:
         try:
@@ -417,6 +411,8 @@ def build_mcp_app(
             Route("/envs", endpoint=list_envs, methods=["GET"]),
             Route("/envs/{env_id}/sessions", endpoint=create_session, methods=["POST"]),
             Route("/sessions/{session_id}/verify", endpoint=verify, methods=["POST"]),
+            Route("/sessions/{session_id}/reset", endpoint=reset, methods=["POST"]),
+            Route("/envs/{env_id}/reset", endpoint=reset, methods=["POST"]),
             Route("/sessions/{session_id}", endpoint=close_session, methods=["DELETE"]),
             Route(HEALTHZ_PATH, endpoint=healthz, methods=["GET"]),
         ],
